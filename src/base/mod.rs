@@ -1,0 +1,4 @@
+//! Small shared pieces: injectable time and duration parsing.
+
+pub mod clock;
+pub mod duration;

@@ -1,0 +1,74 @@
+//! The command line: one module per subcommand, each with `run(..) -> exit code`.
+
+pub mod config;
+pub mod run;
+
+use crate::telemetry::logging::LogFormat;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+/// Default locations, relative to the working directory. When absent, the
+/// embedded defaults are used, so the binary runs anywhere.
+pub const DEFAULT_CONFIG: &str = "config/config.yaml";
+pub const DEFAULT_SUPERVISION: &str = "supervision.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "smart-cctv",
+    version,
+    about = "Watches cameras, detects people and objects, and sounds alerts"
+)]
+pub struct Cli {
+    /// Configuration file [default: config/config.yaml, else the embedded default]
+    #[arg(long, global = true, env = "SMART_CCTV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Supervision policy [default: supervision.toml, else the embedded default]
+    #[arg(long, global = true, env = "SMART_CCTV_SUPERVISION")]
+    pub supervision: Option<PathBuf>,
+    /// Data directory for logs, events and snapshots (overrides storage.data_dir)
+    #[arg(long, global = true, env = "SMART_CCTV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format on stderr; files always use `time | LEVEL | target | message`
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service until SIGTERM/SIGINT; SIGHUP reloads the configuration
+    Run,
+    /// Configuration tools
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
+}
+
+/// An explicit path, else the default path when it exists, else `None`
+/// (the embedded default).
+pub fn resolve(explicit: Option<&Path>, default: &str) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_owned()),
+        None => Some(PathBuf::from(default)).filter(|p| p.exists()),
+    }
+}
+
+impl Cli {
+    pub fn config_path(&self) -> Option<PathBuf> {
+        resolve(self.config.as_deref(), DEFAULT_CONFIG)
+    }
+
+    pub fn supervision_path(&self) -> Option<PathBuf> {
+        resolve(self.supervision.as_deref(), DEFAULT_SUPERVISION)
+    }
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::Run => run::run(&cli),
+        Command::Config { command } => config::run(&cli, command),
+    }
+}

@@ -1,0 +1,185 @@
+//! What a reload changes, in the manner of Vector's `config/diff.rs`: keyed
+//! components (cameras, rules, speakers) are added, removed or changed by id,
+//! so only those are rebuilt; process-level keys cannot change without a
+//! restart, and a reload that tries is rejected whole.
+
+use super::load::Problem;
+use super::model::Config;
+use std::collections::BTreeMap;
+
+/// Ids to add, remove and change in one keyed section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Difference {
+    pub to_add: Vec<String>,
+    pub to_remove: Vec<String>,
+    pub to_change: Vec<String>,
+}
+
+impl Difference {
+    fn new<T: PartialEq>(old: &[T], new: &[T], id: impl Fn(&T) -> &str) -> Self {
+        let old: BTreeMap<&str, &T> = old.iter().map(|t| (id(t), t)).collect();
+        let new: BTreeMap<&str, &T> = new.iter().map(|t| (id(t), t)).collect();
+        Self {
+            to_add: new
+                .keys()
+                .filter(|k| !old.contains_key(*k))
+                .map(|k| k.to_string())
+                .collect(),
+            to_remove: old
+                .keys()
+                .filter(|k| !new.contains_key(*k))
+                .map(|k| k.to_string())
+                .collect(),
+            to_change: new
+                .iter()
+                .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
+                .map(|(k, _)| k.to_string())
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.to_add.is_empty() && self.to_remove.is_empty() && self.to_change.is_empty()
+    }
+}
+
+/// The changes between the running config and a new one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    pub cameras: Difference,
+    pub rules: Difference,
+    pub speakers: Difference,
+    /// Top-level sections that changed and are applied as a whole.
+    pub sections: Vec<&'static str>,
+}
+
+impl ConfigDiff {
+    /// Diffs `old` against `new`, or says which process-level keys changed.
+    pub fn new(old: &Config, new: &Config) -> Result<Self, Vec<Problem>> {
+        let mut fixed = Vec::new();
+        if old.http.listen != new.http.listen
+            || old.http.allow_non_loopback != new.http.allow_non_loopback
+        {
+            fixed.push(Problem::new(
+                "http.listen",
+                "the listen address cannot change on reload; restart the service",
+            ));
+        }
+        if old.storage != new.storage {
+            fixed.push(Problem::new(
+                "storage.data_dir",
+                "the data directory cannot change on reload; restart the service",
+            ));
+        }
+        if !fixed.is_empty() {
+            return Err(fixed);
+        }
+        let mut sections = Vec::new();
+        for (name, changed) in [
+            ("processing", old.processing != new.processing),
+            ("performance", old.performance != new.performance),
+            ("retention", old.retention != new.retention),
+            ("monitoring", old.monitoring != new.monitoring),
+        ] {
+            if changed {
+                sections.push(name);
+            }
+        }
+        Ok(Self {
+            cameras: Difference::new(&old.cameras, &new.cameras, |c| &c.id),
+            rules: Difference::new(&old.alert_rules, &new.alert_rules, |r| &r.name),
+            speakers: Difference::new(&old.speakers, &new.speakers, |s| &s.id),
+            sections,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cameras.is_empty()
+            && self.rules.is_empty()
+            && self.speakers.is_empty()
+            && self.sections.is_empty()
+    }
+}
+
+impl std::fmt::Display for ConfigDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no changes");
+        }
+        let mut parts = Vec::new();
+        for (what, d) in [
+            ("camera", &self.cameras),
+            ("rule", &self.rules),
+            ("speaker", &self.speakers),
+        ] {
+            for (verb, ids) in [
+                ("added", &d.to_add),
+                ("removed", &d.to_remove),
+                ("changed", &d.to_change),
+            ] {
+                if !ids.is_empty() {
+                    parts.push(format!("{what}s {verb}: {}", ids.join(", ")));
+                }
+            }
+        }
+        if !self.sections.is_empty() {
+            parts.push(format!("sections changed: {}", self.sections.join(", ")));
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CameraConfig, CameraUrl};
+
+    fn cam(id: &str, url: &str) -> CameraConfig {
+        CameraConfig {
+            id: id.into(),
+            name: None,
+            url: CameraUrl::new(url),
+            enabled: true,
+            fps: None,
+        }
+    }
+
+    #[test]
+    fn cameras_are_diffed_by_id() {
+        let old = Config {
+            cameras: vec![
+                cam("a", "rtsp://h/1"),
+                cam("b", "rtsp://h/2"),
+                cam("c", "rtsp://h/3"),
+            ],
+            ..Config::default()
+        };
+        let new = Config {
+            cameras: vec![
+                cam("a", "rtsp://h/1"),
+                cam("b", "rtsp://h/22"),
+                cam("d", "rtsp://h/4"),
+            ],
+            ..Config::default()
+        };
+        let diff = ConfigDiff::new(&old, &new).unwrap();
+        assert_eq!(diff.cameras.to_add, ["d"]);
+        assert_eq!(diff.cameras.to_remove, ["c"]);
+        assert_eq!(diff.cameras.to_change, ["b"]);
+        assert_eq!(
+            diff.to_string(),
+            "cameras added: d; cameras removed: c; cameras changed: b"
+        );
+    }
+
+    #[test]
+    fn process_level_keys_are_rejected() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.http.listen = "127.0.0.1:1".into();
+        assert_eq!(
+            ConfigDiff::new(&old, &new).unwrap_err()[0].key,
+            "http.listen"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Reading `config.yaml`: the file, then environment overrides, then types,
+//! then validation. Every problem comes back with its key path.
+
+use super::model::Config;
+use super::secret::redact_url;
+use super::validate::validate;
+use serde::Serialize;
+use std::fmt;
+use std::path::Path;
+
+/// The configuration the service runs on when no file is given: the demo
+/// camera and the default rules.
+pub const EMBEDDED: &str = include_str!("../../config/config.yaml");
+
+/// Environment overrides look like `SMART_CCTV__HTTP__LISTEN=127.0.0.1:9191`.
+pub const ENV_PREFIX: &str = "SMART_CCTV";
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// `cameras[1].url`, or `(file)` for problems with the file itself.
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: redact_text(&message.into()),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            Self::Read { source, .. } => vec![Problem::new("(file)", source.to_string())],
+            Self::Invalid { problems, .. } => problems.clone(),
+        }
+    }
+}
+
+/// A configuration that passed validation, and where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The file, or `<embedded default>`.
+    pub source: String,
+    /// Things worth saying that do not stop the service.
+    pub warnings: Vec<String>,
+}
+
+/// Loads `path`, or the embedded default when `path` is `None`, with
+/// environment overrides applied on top.
+pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
+    let (text, source) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                file: path.display().to_string(),
+                source,
+            })?;
+            (text, path.display().to_string())
+        }
+        None => (EMBEDDED.to_owned(), "<embedded default>".to_owned()),
+    };
+    let invalid = |problems| ConfigError::Invalid {
+        file: source.clone(),
+        problems,
+    };
+    let config = parse(&text).map_err(|p| invalid(vec![p]))?;
+    let problems = validate(&config);
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    let mut warnings = Vec::new();
+    if let Some(path) = path
+        && holds_secrets(&config)
+        && readable_by_others(path)
+    {
+        warnings.push(format!(
+            "{} is readable by other users and holds passwords; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(LoadedConfig {
+        config,
+        source,
+        warnings,
+    })
+}
+
+/// Layers the YAML text and the environment, then deserialises into the
+/// typed config, naming the key path of the first structural problem.
+fn parse(text: &str) -> Result<Config, Problem> {
+    let layered = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Yaml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .map_err(|e| Problem::new("(syntax)", e.to_string()))?;
+    let tree: serde_json::Value = layered
+        .try_deserialize()
+        .map_err(|e| Problem::new("(syntax)", e.to_string()))?;
+    serde_path_to_error::deserialize(tree).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." {
+            "(top level)".to_owned()
+        } else {
+            key
+        };
+        Problem::new(key, e.into_inner().to_string())
+    })
+}
+
+fn holds_secrets(config: &Config) -> bool {
+    config
+        .cameras
+        .iter()
+        .any(|c| c.url.redacted() != c.url.expose())
+        || config.monitoring.smtp_password.is_some()
+}
+
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+/// Redacts every `scheme://user:password@` inside free text, such as an error
+/// message that quotes a value.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("://") {
+        let start = rest[..pos]
+            .rfind(|c: char| c.is_whitespace() || "\"'`([{<,".contains(c))
+            .map_or(0, |i| i + 1);
+        let end = rest[pos..]
+            .find(|c: char| c.is_whitespace() || "\"'`)]}>,".contains(c))
+            .map_or(rest.len(), |i| pos + i);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let loaded = load(None).unwrap();
+        assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn redacts_urls_inside_messages() {
+        assert_eq!(
+            redact_text("invalid value \"rtsp://a:b@h/x\", expected u32 (see rtsp://c:d@e)"),
+            "invalid value \"rtsp://a:***@h/x\", expected u32 (see rtsp://c:***@e)"
+        );
+    }
+
+    #[test]
+    fn world_readable_file_with_passwords_warns() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "cameras:\n  - id: a\n    url: rtsp://u:pw@127.0.0.1/x\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warnings = load(Some(&path)).unwrap().warnings;
+        assert!(warnings[0].contains("chmod 600"), "{warnings:?}");
+        assert!(!warnings[0].contains("pw@"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load(Some(&path)).unwrap().warnings.is_empty());
+    }
+}

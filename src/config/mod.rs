@@ -1,0 +1,19 @@
+//! `config.yaml`: what users of the old Python system know, typed and checked.
+//!
+//! - `model.rs`: the typed shape (`deny_unknown_fields` everywhere);
+//! - `load.rs`: the file, then `SMART_CCTV__SECTION__KEY` environment
+//!   overrides, layered with the `config` crate, and the embedded default;
+//! - `validate.rs`: every semantic problem, each with its key path;
+//! - `secret.rs`: camera URLs that never print their password;
+//! - `diff.rs`: what a reload changes.
+
+pub mod diff;
+pub mod load;
+pub mod model;
+pub mod secret;
+pub mod validate;
+
+pub use diff::ConfigDiff;
+pub use load::{ConfigError, LoadedConfig, Problem, load};
+pub use model::*;
+pub use secret::{CameraUrl, redact_url};

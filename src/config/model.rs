@@ -1,0 +1,320 @@
+//! The typed shape of `config.yaml`.
+//!
+//! Keys follow the old Python system so existing files keep working; unknown
+//! keys are errors, because a typo (`cooldwon: 60`) silently ignored is how
+//! alert storms happen.
+
+use super::secret::CameraUrl;
+use crate::base::duration;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+    #[serde(default)]
+    pub processing: ProcessingConfig,
+    #[serde(default)]
+    pub alert_rules: Vec<AlertRuleConfig>,
+    #[serde(default)]
+    pub performance: PerformanceConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub speakers: Vec<SpeakerConfig>,
+    #[serde(default)]
+    pub monitoring: MonitoringConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Stable key for metrics, rules and records; `[A-Za-z0-9_-]+`.
+    pub id: String,
+    /// Shown to people; defaults to the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `rtsp://user:pass@host:port/path`, `v4l2:///dev/video0` or `file:///clip.mp4`.
+    pub url: CameraUrl,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Frames per second to analyse; `None` takes the stream's own rate.
+    #[serde(default)]
+    pub fps: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessingConfig {
+    #[serde(default)]
+    pub detection: DetectionConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// A model name from `models/manifest.toml` (`yolov8n`) or a path to weights.
+    #[serde(default = "default_model")]
+    pub model: String,
+    #[serde(default = "default_confidence")]
+    pub confidence_threshold: f64,
+    /// `cpu` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        Self {
+            model: default_model(),
+            confidence_threshold: default_confidence(),
+            device: default_device(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleConfig {
+    pub name: String,
+    /// Camera ids; empty means every camera.
+    #[serde(default)]
+    pub cameras: Vec<String>,
+    #[serde(default)]
+    pub conditions: ConditionsConfig,
+    /// Minimum time between two alerts of this rule on one camera.
+    #[serde(default = "default_cooldown", with = "duration")]
+    pub cooldown: Duration,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionsConfig {
+    /// COCO class names; empty means any class.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    #[serde(default)]
+    pub min_confidence: Option<f64>,
+    #[serde(default)]
+    pub distance_to_reference: Option<DistanceCondition>,
+    /// How long an object must stay before the rule fires.
+    #[serde(default, with = "duration::option")]
+    pub min_dwell: Option<Duration>,
+    #[serde(default)]
+    pub min_count: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistanceCondition {
+    /// A reference point from the camera's calibration; the first one when omitted.
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub operator: DistanceOperator,
+    /// Metres on the ground.
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistanceOperator {
+    /// Closer than `value`.
+    #[default]
+    Lt,
+    /// Further than `value`.
+    Gt,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceConfig {
+    /// A cap on analysed frames per second for every camera.
+    #[serde(default)]
+    pub fps_limit: Option<f64>,
+    /// Analyse one frame, then skip this many.
+    #[serde(default)]
+    pub frame_skip: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Logs, the event store and snapshots live here. `--data-dir` overrides it.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default = "default_snapshots_days")]
+    pub snapshots_days: u32,
+    #[serde(default = "default_events_days")]
+    pub events_days: u32,
+    #[serde(default = "default_logs_compress_days")]
+    pub logs_compress_days: u32,
+    #[serde(default = "default_logs_delete_days")]
+    pub logs_delete_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            snapshots_days: default_snapshots_days(),
+            events_days: default_events_days(),
+            logs_compress_days: default_logs_compress_days(),
+            logs_delete_days: default_logs_delete_days(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeakerConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub kind: SpeakerKind,
+    /// An ALSA PCM name, or `default`.
+    #[serde(default = "default_pcm")]
+    pub device: String,
+    /// Bluetooth MAC address, for `kind: bluetooth`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// 0.0 to 1.0.
+    #[serde(default = "default_volume")]
+    pub volume: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeakerKind {
+    Alsa,
+    Bluetooth,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter
+    /// (`info,smart_cctv::camera=debug`). `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub email_alerts_enabled: bool,
+    #[serde(default)]
+    pub email_to: Option<String>,
+    #[serde(default)]
+    pub email_from: Option<String>,
+    #[serde(default)]
+    pub smtp_server: Option<String>,
+    #[serde(default = "default_smtp_port")]
+    pub smtp_port: u16,
+    #[serde(default)]
+    pub smtp_username: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub smtp_password: Option<String>,
+    #[serde(default = "yes")]
+    pub smtp_starttls: bool,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        Self {
+            log_level: default_log_level(),
+            email_alerts_enabled: false,
+            email_to: None,
+            email_from: None,
+            smtp_server: None,
+            smtp_port: default_smtp_port(),
+            smtp_username: None,
+            smtp_password: None,
+            smtp_starttls: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `/metrics`, `/healthz` and the API. Loopback unless `allow_non_loopback`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The API has no authentication: exposing it beyond this machine must be
+    /// a deliberate choice.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            allow_non_loopback: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_model() -> String {
+    "yolov8n".into()
+}
+fn default_confidence() -> f64 {
+    0.5
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_snapshots_days() -> u32 {
+    7
+}
+fn default_events_days() -> u32 {
+    90
+}
+fn default_logs_compress_days() -> u32 {
+    30
+}
+fn default_logs_delete_days() -> u32 {
+    90
+}
+fn default_pcm() -> String {
+    "default".into()
+}
+fn default_volume() -> f64 {
+    1.0
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_listen() -> String {
+    "127.0.0.1:9090".into()
+}

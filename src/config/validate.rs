@@ -1,0 +1,288 @@
+//! Semantic checks that serde cannot express. Every problem is reported, not
+//! just the first, each with its key path, so a user fixes a file in one go.
+
+use super::load::Problem;
+use super::model::*;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// Everything wrong with `config`; empty when it is good.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut p = Vec::new();
+    cameras(config, &mut p);
+    detection(&config.processing.detection, &mut p);
+    rules(config, &mut p);
+    performance(&config.performance, &mut p);
+    retention(&config.retention, &mut p);
+    speakers(&config.speakers, &mut p);
+    monitoring(&config.monitoring, &mut p);
+    http(&config.http, &mut p);
+    if config.storage.data_dir.as_os_str().is_empty() {
+        p.push(Problem::new("storage.data_dir", "must not be empty"));
+    }
+    p
+}
+
+/// Ids become metric labels, file names and URL segments.
+fn check_id(key: String, id: &str, seen: &mut HashSet<String>, what: &str, p: &mut Vec<Problem>) {
+    if id.is_empty() {
+        p.push(Problem::new(key, "must not be empty"));
+    } else if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        p.push(Problem::new(
+            key,
+            format!("`{id}` may only contain letters, digits, `_` and `-`"),
+        ));
+    } else if !seen.insert(id.to_owned()) {
+        p.push(Problem::new(key, format!("duplicate {what} `{id}`")));
+    }
+}
+
+fn cameras(config: &Config, p: &mut Vec<Problem>) {
+    let mut seen = HashSet::new();
+    for (i, cam) in config.cameras.iter().enumerate() {
+        check_id(
+            format!("cameras[{i}].id"),
+            &cam.id,
+            &mut seen,
+            "camera id",
+            p,
+        );
+        if let Err(why) = check_camera_url(cam.url.expose()) {
+            p.push(Problem::new(
+                format!("cameras[{i}].url"),
+                format!("`{}`: {why}", cam.url),
+            ));
+        }
+        if let Some(fps) = cam.fps
+            && !(fps > 0.0 && fps <= 240.0)
+        {
+            p.push(Problem::new(
+                format!("cameras[{i}].fps"),
+                format!("{fps} must be above 0 and at most 240"),
+            ));
+        }
+    }
+}
+
+/// The schemes a camera source understands.
+fn check_camera_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+    match url.scheme() {
+        "rtsp" | "rtsps" => {
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err("an RTSP URL needs a host".into());
+            }
+        }
+        "file" | "v4l2" => {
+            if url.path().is_empty() || url.path() == "/" {
+                return Err(format!("a {}:// URL needs a path", url.scheme()));
+            }
+        }
+        other => {
+            return Err(format!(
+                "unsupported scheme `{other}`; use rtsp://, v4l2:// or file://"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn detection(d: &DetectionConfig, p: &mut Vec<Problem>) {
+    let key = "processing.detection";
+    if d.model.trim().is_empty() {
+        p.push(Problem::new(
+            format!("{key}.model"),
+            "must name a model (yolov8n) or a weights file",
+        ));
+    }
+    if !(d.confidence_threshold > 0.0 && d.confidence_threshold <= 1.0) {
+        p.push(Problem::new(
+            format!("{key}.confidence_threshold"),
+            format!("{} must be above 0 and at most 1", d.confidence_threshold),
+        ));
+    }
+    let device_ok = d.device == "cpu"
+        || d.device
+            .strip_prefix("cuda:")
+            .is_some_and(|n| !n.is_empty() && n.parse::<u32>().is_ok());
+    if !device_ok {
+        p.push(Problem::new(
+            format!("{key}.device"),
+            format!("`{}` is not `cpu` or `cuda:N`", d.device),
+        ));
+    }
+}
+
+fn rules(config: &Config, p: &mut Vec<Problem>) {
+    let cameras: HashSet<&str> = config.cameras.iter().map(|c| c.id.as_str()).collect();
+    let mut seen = HashSet::new();
+    for (i, rule) in config.alert_rules.iter().enumerate() {
+        let key = format!("alert_rules[{i}]");
+        if rule.name.trim().is_empty() {
+            p.push(Problem::new(format!("{key}.name"), "must not be empty"));
+        } else if !seen.insert(rule.name.as_str()) {
+            p.push(Problem::new(
+                format!("{key}.name"),
+                format!("duplicate rule name `{}`", rule.name),
+            ));
+        }
+        for (j, cam) in rule.cameras.iter().enumerate() {
+            if !cameras.contains(cam.as_str()) {
+                p.push(Problem::new(
+                    format!("{key}.cameras[{j}]"),
+                    format!("no camera has id `{cam}`"),
+                ));
+            }
+        }
+        let c = &rule.conditions;
+        for (j, class) in c.classes.iter().enumerate() {
+            if crate::coco::class_index(class).is_none() {
+                p.push(Problem::new(
+                    format!("{key}.conditions.classes[{j}]"),
+                    format!("`{class}` is not a COCO class (e.g. person, car, dog)"),
+                ));
+            }
+        }
+        if let Some(conf) = c.min_confidence
+            && !(0.0..=1.0).contains(&conf)
+        {
+            p.push(Problem::new(
+                format!("{key}.conditions.min_confidence"),
+                format!("{conf} must be between 0 and 1"),
+            ));
+        }
+        if let Some(d) = &c.distance_to_reference
+            && !(d.value.is_finite() && d.value > 0.0)
+        {
+            p.push(Problem::new(
+                format!("{key}.conditions.distance_to_reference.value"),
+                format!("{} must be a distance in metres above 0", d.value),
+            ));
+        }
+        if c.min_count == Some(0) {
+            p.push(Problem::new(
+                format!("{key}.conditions.min_count"),
+                "must be at least 1",
+            ));
+        }
+    }
+}
+
+fn performance(perf: &PerformanceConfig, p: &mut Vec<Problem>) {
+    if let Some(fps) = perf.fps_limit
+        && !(fps > 0.0 && fps <= 240.0)
+    {
+        p.push(Problem::new(
+            "performance.fps_limit",
+            format!("{fps} must be above 0 and at most 240"),
+        ));
+    }
+}
+
+fn retention(r: &RetentionConfig, p: &mut Vec<Problem>) {
+    for (key, days) in [
+        ("snapshots_days", r.snapshots_days),
+        ("events_days", r.events_days),
+    ] {
+        if days == 0 {
+            p.push(Problem::new(
+                format!("retention.{key}"),
+                "must be at least 1 day",
+            ));
+        }
+    }
+    if r.logs_compress_days >= r.logs_delete_days {
+        p.push(Problem::new(
+            "retention.logs_compress_days",
+            format!(
+                "{} must be less than logs_delete_days ({})",
+                r.logs_compress_days, r.logs_delete_days
+            ),
+        ));
+    }
+}
+
+fn speakers(speakers: &[SpeakerConfig], p: &mut Vec<Problem>) {
+    let mut seen = HashSet::new();
+    for (i, s) in speakers.iter().enumerate() {
+        check_id(
+            format!("speakers[{i}].id"),
+            &s.id,
+            &mut seen,
+            "speaker id",
+            p,
+        );
+        if !(0.0..=1.0).contains(&s.volume) {
+            p.push(Problem::new(
+                format!("speakers[{i}].volume"),
+                format!("{} must be between 0 and 1", s.volume),
+            ));
+        }
+        match (s.kind, &s.address) {
+            (SpeakerKind::Bluetooth, None) => {
+                p.push(Problem::new(
+                    format!("speakers[{i}].address"),
+                    "a bluetooth speaker needs its MAC address",
+                ));
+            }
+            (SpeakerKind::Bluetooth, Some(mac)) if !is_mac(mac) => {
+                p.push(Problem::new(
+                    format!("speakers[{i}].address"),
+                    format!("`{mac}` is not a MAC address like AA:BB:CC:DD:EE:FF"),
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_mac(text: &str) -> bool {
+    let parts: Vec<&str> = text.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn monitoring(m: &MonitoringConfig, p: &mut Vec<Problem>) {
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&m.log_level) {
+        p.push(Problem::new(
+            "monitoring.log_level",
+            format!("`{}` is not a log level or filter: {e}", m.log_level),
+        ));
+    }
+    if m.email_alerts_enabled {
+        for (key, value) in [
+            ("email_to", &m.email_to),
+            ("email_from", &m.email_from),
+            ("smtp_server", &m.smtp_server),
+        ] {
+            if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                p.push(Problem::new(
+                    format!("monitoring.{key}"),
+                    "is required when email_alerts_enabled is true",
+                ));
+            }
+        }
+    }
+}
+
+fn http(h: &HttpConfig, p: &mut Vec<Problem>) {
+    match h.listen.parse::<SocketAddr>() {
+        Err(e) => p.push(Problem::new(
+            "http.listen",
+            format!("`{}` is not an address like 127.0.0.1:9090 ({e})", h.listen),
+        )),
+        Ok(addr) if !addr.ip().is_loopback() && !h.allow_non_loopback => p.push(Problem::new(
+            "http.listen",
+            format!(
+                "{addr} is reachable from other machines and the API has no authentication; \
+                 set http.allow_non_loopback: true to do this on purpose"
+            ),
+        )),
+        Ok(_) => {}
+    }
+}

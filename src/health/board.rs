@@ -1,0 +1,161 @@
+//! The health board: one shared table of every supervised child's state.
+//!
+//! Supervisors write to it on every transition; `/healthz`, `/api/status` and
+//! the metrics read it. It is a plain mutex-guarded map rather than an actor
+//! because readers must get an answer even when the tree is busy restarting.
+
+use crate::supervision::Restart;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+/// Where a supervised child is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildState {
+    Starting,
+    Up,
+    /// Failed and waiting out its backoff before the next start.
+    Backoff,
+    /// Stopped on purpose (shutdown, or a transient child that finished).
+    Stopped,
+    /// Its supervisor gave up on it.
+    Failed,
+}
+
+/// One child's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildHealth {
+    pub state: ChildState,
+    pub restart: Restart,
+    /// Restarts since the process started.
+    pub restarts: u64,
+    #[serde(with = "unix_seconds")]
+    pub since: SystemTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// What `/healthz` says.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub healthy: bool,
+    /// Permanent children that are not up, by path, with why.
+    pub down: BTreeMap<String, ChildHealth>,
+}
+
+/// Shared table of child states, keyed by tree path (`root/http`).
+#[derive(Debug, Clone, Default)]
+pub struct HealthBoard {
+    children: Arc<Mutex<BTreeMap<String, ChildHealth>>>,
+}
+
+impl HealthBoard {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ChildHealth>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every write is a single insert), so a poisoned lock is still usable.
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a transition and mirrors it into the metrics.
+    pub fn set(&self, path: &str, restart: Restart, state: ChildState, error: Option<String>) {
+        let mut children = self.lock();
+        let row = children
+            .entry(path.to_owned())
+            .or_insert_with(|| ChildHealth {
+                state,
+                restart,
+                restarts: 0,
+                since: SystemTime::now(),
+                last_error: None,
+            });
+        if row.state != state {
+            row.since = SystemTime::now();
+        }
+        row.state = state;
+        row.restart = restart;
+        if error.is_some() {
+            row.last_error = error;
+        }
+        metrics::gauge!("smart_cctv_child_up", "child" => path.to_owned())
+            .set(if state == ChildState::Up { 1.0 } else { 0.0 });
+    }
+
+    /// Counts one restart of `path`.
+    pub fn count_restart(&self, path: &str) {
+        if let Some(row) = self.lock().get_mut(path) {
+            row.restarts += 1;
+        }
+        metrics::counter!("smart_cctv_child_restarts_total", "child" => path.to_owned())
+            .increment(1);
+    }
+
+    /// Forgets a child that was removed for good (a dynamic child).
+    pub fn remove(&self, path: &str) {
+        self.lock().remove(path);
+        metrics::gauge!("smart_cctv_child_up", "child" => path.to_owned()).set(0.0);
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, ChildHealth> {
+        self.lock().clone()
+    }
+
+    pub fn get(&self, path: &str) -> Option<ChildHealth> {
+        self.lock().get(path).cloned()
+    }
+
+    /// Healthy when every permanent child is up.
+    pub fn report(&self) -> HealthReport {
+        let down: BTreeMap<_, _> = self
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.restart == Restart::Permanent && c.state != ChildState::Up)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        HealthReport {
+            healthy: down.is_empty(),
+            down,
+        }
+    }
+}
+
+mod unix_seconds {
+    use serde::Serializer;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        s.serialize_f64(secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_only_when_every_permanent_child_is_up() {
+        let board = HealthBoard::new();
+        board.set("root/a", Restart::Permanent, ChildState::Up, None);
+        board.set("root/t", Restart::Transient, ChildState::Stopped, None);
+        assert!(board.report().healthy);
+        board.set(
+            "root/a",
+            Restart::Permanent,
+            ChildState::Backoff,
+            Some("boom".into()),
+        );
+        let report = board.report();
+        assert!(!report.healthy);
+        assert_eq!(report.down.keys().collect::<Vec<_>>(), vec!["root/a"]);
+        assert_eq!(report.down["root/a"].last_error.as_deref(), Some("boom"));
+    }
+}

@@ -1,0 +1,21 @@
+//! smart-cctv: a long-lived CCTV service.
+//!
+//! Module map:
+//! - [`base`]: injectable time, duration parsing.
+//! - [`config`]: `config.yaml` (typed, layered, validated, redacted) and reload diffs.
+//! - [`supervision`]: the OTP-style supervision tree declared in `supervision.toml`.
+//! - [`health`]: the health board and the systemd watchdog actor.
+//! - [`http`]: `/metrics`, `/healthz` and the read-only API.
+//! - [`telemetry`]: logs in the old `time | LEVEL | target | message` layout, and metrics.
+//! - [`service`]: builds the tree from config and runs it until a signal stops it.
+//! - [`cmds`]: one module per CLI subcommand.
+
+pub mod base;
+pub mod cmds;
+pub mod coco;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod service;
+pub mod supervision;
+pub mod telemetry;

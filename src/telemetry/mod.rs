@@ -1,0 +1,5 @@
+//! Logs and metrics.
+
+pub mod logging;
+pub mod metrics;
+pub mod rotate;

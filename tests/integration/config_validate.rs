@@ -1,0 +1,274 @@
+//! `smart-cctv config validate` on a table of broken configs: each names the
+//! right key path, exits 2, and never prints the camera password.
+
+use crate::support::*;
+use std::process::Command;
+
+const PASSWORD: &str = "Sup3r-s3cret";
+
+/// A valid config with one password-protected camera, to which each case adds
+/// or changes something.
+fn base() -> String {
+    format!(
+        "cameras:\n  - id: front\n    url: rtsp://admin:{PASSWORD}@192.168.1.101:554/stream1\n    fps: 15\n"
+    )
+}
+
+fn validate(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    write_private(&path, text);
+    let out = Command::new(BIN)
+        .args([
+            "--supervision",
+            repo_file("supervision.toml").to_str().unwrap(),
+            "config",
+            "validate",
+        ])
+        .arg(&path)
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn valid_config_passes() {
+    let (code, out) = validate(&base());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 camera(s)"));
+    assert!(!out.contains(PASSWORD));
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let (code, out) = validate(&std::fs::read_to_string(repo_file("config/config.yaml")).unwrap());
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn broken_configs_name_the_key_path() {
+    let cam = |extra: &str| format!("{}{extra}", base());
+    let second_cam = |yaml: &str| format!("{}  - {yaml}\n", base());
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "duplicate camera id",
+            second_cam(&format!(
+                "id: front\n    url: rtsp://admin:{PASSWORD}@192.168.1.102/s"
+            )),
+            "cameras[1].id",
+        ),
+        (
+            "empty camera id",
+            second_cam("id: \"\"\n    url: rtsp://h/s"),
+            "cameras[1].id",
+        ),
+        (
+            "camera id with a slash",
+            second_cam("id: a/b\n    url: rtsp://h/s"),
+            "cameras[1].id",
+        ),
+        (
+            "camera URL that does not parse",
+            second_cam(&format!(
+                "id: back\n    url: \"rtsp://admin:{PASSWORD}@[::1/s\""
+            )),
+            "cameras[1].url",
+        ),
+        (
+            "unsupported URL scheme",
+            second_cam(&format!("id: back\n    url: http://admin:{PASSWORD}@cam/s")),
+            "cameras[1].url",
+        ),
+        ("camera without a URL", second_cam("id: back"), "cameras[1]"),
+        (
+            "fps of zero",
+            second_cam("id: back\n    url: rtsp://h/s\n    fps: 0"),
+            "cameras[1].fps",
+        ),
+        (
+            "fps of the wrong type",
+            second_cam("id: back\n    url: rtsp://h/s\n    fps: fast"),
+            "cameras[1].fps",
+        ),
+        (
+            "unknown camera key",
+            second_cam("id: back\n    url: rtsp://h/s\n    colour: red"),
+            "cameras[1]",
+        ),
+        (
+            "unknown top-level key",
+            cam("bogus_section: 1\n"),
+            "bogus_section",
+        ),
+        (
+            "confidence threshold above 1",
+            cam("processing:\n  detection:\n    confidence_threshold: 1.5\n"),
+            "processing.detection.confidence_threshold",
+        ),
+        (
+            "unknown device",
+            cam("processing:\n  detection:\n    device: gpu\n"),
+            "processing.detection.device",
+        ),
+        (
+            "rule naming a missing camera",
+            cam("alert_rules:\n  - name: r\n    cameras: [front, garage]\n"),
+            "alert_rules[0].cameras[1]",
+        ),
+        (
+            "duplicate rule name",
+            cam("alert_rules:\n  - name: r\n  - name: r\n"),
+            "alert_rules[1].name",
+        ),
+        (
+            "unknown class",
+            cam("alert_rules:\n  - name: r\n    conditions:\n      classes: [person, unicorn]\n"),
+            "alert_rules[0].conditions.classes[1]",
+        ),
+        (
+            "negative distance",
+            cam(
+                "alert_rules:\n  - name: r\n    conditions:\n      distance_to_reference:\n        value: -2\n",
+            ),
+            "alert_rules[0].conditions.distance_to_reference.value",
+        ),
+        (
+            "min_confidence above 1",
+            cam("alert_rules:\n  - name: r\n    conditions:\n      min_confidence: 3\n"),
+            "alert_rules[0].conditions.min_confidence",
+        ),
+        (
+            "cooldown that is not a duration",
+            cam("alert_rules:\n  - name: r\n    cooldown: soon\n"),
+            "alert_rules[0].cooldown",
+        ),
+        (
+            "fps_limit of zero",
+            cam("performance:\n  fps_limit: 0\n"),
+            "performance.fps_limit",
+        ),
+        (
+            "logs deleted before they are compressed",
+            cam("retention:\n  logs_compress_days: 90\n  logs_delete_days: 30\n"),
+            "retention.logs_compress_days",
+        ),
+        (
+            "bluetooth speaker without an address",
+            cam("speakers:\n  - id: porch\n    kind: bluetooth\n"),
+            "speakers[0].address",
+        ),
+        (
+            "speaker volume above 1",
+            cam("speakers:\n  - id: porch\n    kind: alsa\n    volume: 11\n"),
+            "speakers[0].volume",
+        ),
+        (
+            "email enabled without a server",
+            cam(
+                "monitoring:\n  email_alerts_enabled: true\n  email_to: a@b.c\n  email_from: c@b.a\n",
+            ),
+            "monitoring.smtp_server",
+        ),
+        (
+            "invalid log level",
+            cam("monitoring:\n  log_level: \"loud=[\"\n"),
+            "monitoring.log_level",
+        ),
+        (
+            "listen address that does not parse",
+            cam("http:\n  listen: localhost-ish\n"),
+            "http.listen",
+        ),
+        (
+            "non-loopback listen without opting in",
+            cam("http:\n  listen: 0.0.0.0:9090\n"),
+            "http.listen",
+        ),
+        (
+            "YAML syntax error",
+            format!("{}  - [unclosed\n", base()),
+            "(syntax)",
+        ),
+    ];
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for (name, text, key) in &cases {
+        let (code, out) = validate(text);
+        if code != 2 {
+            failures.push(format!("{name}: exit {code}, expected 2:\n{out}"));
+        }
+        if !out
+            .lines()
+            .any(|l| l.starts_with("error:") && l.contains(&format!(": {key}")))
+        {
+            failures.push(format!("{name}: no error line names `{key}`:\n{out}"));
+        }
+        if out.contains(PASSWORD) {
+            failures.push(format!("{name}: the password was printed:\n{out}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = format!(
+        "{}processing:\n  detection:\n    confidence_threshold: 0\n    device: tpu\nhttp:\n  listen: nowhere\n",
+        base()
+    );
+    let (code, out) = validate(&text);
+    assert_eq!(code, 2);
+    for key in [
+        "processing.detection.confidence_threshold",
+        "processing.detection.device",
+        "http.listen",
+    ] {
+        assert!(out.contains(key), "{key} missing from:\n{out}");
+    }
+    assert!(out.contains("3 problem(s)"), "{out}");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    write_private(&path, &base());
+    let out = Command::new(BIN)
+        .args(["config", "validate"])
+        .arg(&path)
+        .env("SMART_CCTV__HTTP__LISTEN", "0.0.0.0:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("http.listen"));
+}
+
+/// The unit must keep the contract the service implements: notify, watchdog,
+/// reload by SIGHUP, restart on failure but not on a bad config.
+#[test]
+fn systemd_unit_matches_the_service_contract() {
+    let unit = std::fs::read_to_string(repo_file("ops/smart-cctv.service")).unwrap();
+    let keys: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    for expected in [
+        "Type=notify",
+        "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "RestartPreventExitStatus=2",
+    ] {
+        assert!(keys.contains(&expected), "{expected} missing from the unit");
+    }
+    assert!(keys.iter().any(|k| k.starts_with("WatchdogSec=")));
+    let exec = keys.iter().find(|k| k.starts_with("ExecStart=")).unwrap();
+    assert!(exec.ends_with(" run"), "{exec}");
+}
