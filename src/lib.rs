@@ -14,6 +14,8 @@ pub mod base;
 pub mod cmds;
 pub mod coco;
 pub mod config;
+pub mod detect;
+pub mod draw;
 pub mod health;
 pub mod http;
 pub mod service;

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, each with `run(..) -> exit code`.
 
 pub mod config;
+pub mod detect;
 pub mod run;
 
 use crate::telemetry::logging::LogFormat;
@@ -39,6 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the service until SIGTERM/SIGINT; SIGHUP reloads the configuration
     Run,
+    /// Detect objects in still images, to check a model or a threshold
+    Detect(detect::DetectArgs),
     /// Configuration tools
     Config {
         #[command(subcommand)]
@@ -70,5 +73,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Run => run::run(&cli),
         Command::Config { command } => config::run(&cli, command),
+        Command::Detect(args) => detect::run(&cli, args),
     }
 }

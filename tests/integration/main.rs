@@ -1,6 +1,9 @@
-//! Integration tests: the real `smart-cctv` binary, as users and systemd run it.
-//! One test crate, several modules, to keep link time down on small machines.
+//! Integration tests: the real `smart-cctv` binary and library, as users and
+//! systemd run them. One test crate, several modules, to keep link time down.
 
 mod config_validate;
+mod detect;
+mod fixtures;
+mod models;
 mod service;
 mod support;
