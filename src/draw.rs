@@ -27,12 +27,7 @@ pub fn draw_box(img: &mut RgbImage, bbox: [f32; 4], colour: Rgb<u8>, thickness: 
         return;
     }
     let clamp = |v: f32, max: i64| (v.round() as i64).clamp(0, max - 1);
-    let (x1, y1, x2, y2) = (
-        clamp(bbox[0], w),
-        clamp(bbox[1], h),
-        clamp(bbox[2], w),
-        clamp(bbox[3], h),
-    );
+    let (x1, y1, x2, y2) = (clamp(bbox[0], w), clamp(bbox[1], h), clamp(bbox[2], w), clamp(bbox[3], h));
     for t in 0..thickness as i64 {
         for x in x1..=x2 {
             for y in [y1 + t, y2 - t] {
@@ -82,11 +77,7 @@ pub fn draw_label(img: &mut RgbImage, x: i64, y: i64, text: &str, background: Rg
 /// A labelled box: `person 0.88` above the box, or inside it at the top edge.
 pub fn draw_detection(img: &mut RgbImage, bbox: [f32; 4], label: &str, colour: Rgb<u8>) {
     draw_box(img, bbox, colour, 2);
-    let y = if bbox[1] >= 10.0 {
-        bbox[1] as i64 - 10
-    } else {
-        bbox[1] as i64
-    };
+    let y = if bbox[1] >= 10.0 { bbox[1] as i64 - 10 } else { bbox[1] as i64 };
     draw_label(img, bbox[0] as i64, y, label, colour);
 }
 

@@ -11,6 +11,7 @@
 //! - [`cmds`]: one module per CLI subcommand.
 
 pub mod base;
+pub mod camera;
 pub mod cmds;
 pub mod coco;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod detect;
 pub mod draw;
 pub mod health;
 pub mod http;
+pub mod pipeline;
 pub mod service;
 pub mod supervision;
 pub mod telemetry;

@@ -12,18 +12,15 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if let Ok(seconds) = trimmed.parse::<f64>() {
         return from_seconds(seconds);
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
-        format!("`{trimmed}` is not a duration ({e}); write e.g. \"30s\", \"5m\" or 30")
-    })
+    humantime::parse_duration(trimmed)
+        .map_err(|e| format!("`{trimmed}` is not a duration ({e}); write e.g. \"30s\", \"5m\" or 30"))
 }
 
 fn from_seconds(seconds: f64) -> Result<Duration, String> {
     if seconds.is_finite() && seconds >= 0.0 {
         Ok(Duration::from_secs_f64(seconds))
     } else {
-        Err(format!(
-            "{seconds} is not a valid number of seconds (must be >= 0)"
-        ))
+        Err(format!("{seconds} is not a valid number of seconds (must be >= 0)"))
     }
 }
 

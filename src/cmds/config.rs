@@ -18,9 +18,7 @@ pub enum ConfigCommand {
 
 pub fn run(cli: &Cli, command: &ConfigCommand) -> anyhow::Result<i32> {
     match command {
-        ConfigCommand::Validate { path } => {
-            Ok(validate(path.clone().or_else(|| cli.config_path()), cli))
-        }
+        ConfigCommand::Validate { path } => Ok(validate(path.clone().or_else(|| cli.config_path()), cli)),
     }
 }
 
@@ -42,9 +40,7 @@ fn validate(path: Option<PathBuf>, cli: &Cli) -> i32 {
         }
         Err(e) => {
             failed = true;
-            let source = path
-                .as_ref()
-                .map_or("<embedded default>".to_owned(), |p| p.display().to_string());
+            let source = path.as_ref().map_or("<embedded default>".to_owned(), |p| p.display().to_string());
             let problems = e.problems();
             for p in &problems {
                 println!("error: {source}: {p}");
@@ -53,8 +49,7 @@ fn validate(path: Option<PathBuf>, cli: &Cli) -> i32 {
         }
     }
     match SupervisionPolicy::load(cli.supervision_path().as_deref()).and_then(|p| {
-        p.check_components(crate::service::topology::COMPONENTS)
-            .map(|()| p)
+        p.check_components(crate::service::topology::COMPONENTS, crate::service::topology::DYNAMIC).map(|()| p)
     }) {
         Ok(policy) => println!("ok: {}", policy.source),
         Err(errors) => {

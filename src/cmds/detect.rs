@@ -43,18 +43,13 @@ pub fn run(cli: &Cli, args: &DetectArgs) -> anyhow::Result<i32> {
     let classes = args
         .classes
         .iter()
-        .map(|name| {
-            crate::coco::class_index(name)
-                .with_context(|| format!("--classes: `{name}` is not a COCO class"))
-        })
+        .map(|name| crate::coco::class_index(name).with_context(|| format!("--classes: `{name}` is not a COCO class")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let options = DetectorOptions {
         size: args.size,
         mode: args.mode,
         decode: DecodeOptions {
-            confidence: args
-                .confidence
-                .unwrap_or(detection.confidence_threshold as f32),
+            confidence: args.confidence.unwrap_or(detection.confidence_threshold as f32),
             classes: (!classes.is_empty()).then_some(classes),
             ..DecodeOptions::default()
         },
@@ -64,8 +59,7 @@ pub fn run(cli: &Cli, args: &DetectArgs) -> anyhow::Result<i32> {
     let device = device_from_config(&detection.device)?;
     let detector = Detector::load(&weights, &device, options)?;
     if let Some(dir) = &args.annotate {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("--annotate: cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("--annotate: cannot create {}", dir.display()))?;
     }
 
     let mut failed = 0;
@@ -86,10 +80,7 @@ pub fn run(cli: &Cli, args: &DetectArgs) -> anyhow::Result<i32> {
             println!("{}: {} detection(s)", path.display(), detections.len());
             for d in &detections {
                 let [x1, y1, x2, y2] = d.bbox;
-                println!(
-                    "  {:<14} {:.2}  [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]",
-                    d.class_name, d.confidence
-                );
+                println!("  {:<14} {:.2}  [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]", d.class_name, d.confidence);
             }
         }
         if let Some(dir) = &args.annotate {
@@ -98,13 +89,9 @@ pub fn run(cli: &Cli, args: &DetectArgs) -> anyhow::Result<i32> {
                 let label = format!("{} {:.2}", d.class_name, d.confidence);
                 draw_detection(&mut canvas, d.bbox, &label, class_colour(d.class_id));
             }
-            let name = path
-                .file_stem()
-                .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+            let name = path.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
             let out = dir.join(format!("{name}.jpg"));
-            canvas
-                .save(&out)
-                .with_context(|| format!("cannot write {}", out.display()))?;
+            canvas.save(&out).with_context(|| format!("cannot write {}", out.display()))?;
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })

@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each with `run(..) -> exit code`.
 
+pub mod cameras;
 pub mod config;
 pub mod detect;
 pub mod run;
@@ -14,11 +15,7 @@ pub const DEFAULT_CONFIG: &str = "config/config.yaml";
 pub const DEFAULT_SUPERVISION: &str = "supervision.toml";
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "smart-cctv",
-    version,
-    about = "Watches cameras, detects people and objects, and sounds alerts"
-)]
+#[command(name = "smart-cctv", version, about = "Watches cameras, detects people and objects, and sounds alerts")]
 pub struct Cli {
     /// Configuration file [default: config/config.yaml, else the embedded default]
     #[arg(long, global = true, env = "SMART_CCTV_CONFIG")]
@@ -40,6 +37,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the service until SIGTERM/SIGINT; SIGHUP reloads the configuration
     Run,
+    /// Camera tools
+    Cameras {
+        #[command(subcommand)]
+        command: cameras::CamerasCommand,
+    },
     /// Detect objects in still images, to check a model or a threshold
     Detect(detect::DetectArgs),
     /// Configuration tools
@@ -74,5 +76,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run => run::run(&cli),
         Command::Config { command } => config::run(&cli, command),
         Command::Detect(args) => detect::run(&cli, args),
+        Command::Cameras { command } => cameras::run(&cli, command),
     }
 }

@@ -10,10 +10,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         data_dir: cli.data_dir.clone(),
         log_format: cli.log_format,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("smart-cctv")
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("smart-cctv").build()?;
     match runtime.block_on(service::run(opts)) {
         Ok(code) => {
             // Don't wait for stray blocking tasks (a hung device read) on the way out.

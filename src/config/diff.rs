@@ -20,16 +20,8 @@ impl Difference {
         let old: BTreeMap<&str, &T> = old.iter().map(|t| (id(t), t)).collect();
         let new: BTreeMap<&str, &T> = new.iter().map(|t| (id(t), t)).collect();
         Self {
-            to_add: new
-                .keys()
-                .filter(|k| !old.contains_key(*k))
-                .map(|k| k.to_string())
-                .collect(),
-            to_remove: old
-                .keys()
-                .filter(|k| !new.contains_key(*k))
-                .map(|k| k.to_string())
-                .collect(),
+            to_add: new.keys().filter(|k| !old.contains_key(*k)).map(|k| k.to_string()).collect(),
+            to_remove: old.keys().filter(|k| !new.contains_key(*k)).map(|k| k.to_string()).collect(),
             to_change: new
                 .iter()
                 .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
@@ -57,13 +49,8 @@ impl ConfigDiff {
     /// Diffs `old` against `new`, or says which process-level keys changed.
     pub fn new(old: &Config, new: &Config) -> Result<Self, Vec<Problem>> {
         let mut fixed = Vec::new();
-        if old.http.listen != new.http.listen
-            || old.http.allow_non_loopback != new.http.allow_non_loopback
-        {
-            fixed.push(Problem::new(
-                "http.listen",
-                "the listen address cannot change on reload; restart the service",
-            ));
+        if old.http.listen != new.http.listen || old.http.allow_non_loopback != new.http.allow_non_loopback {
+            fixed.push(Problem::new("http.listen", "the listen address cannot change on reload; restart the service"));
         }
         if old.storage != new.storage {
             fixed.push(Problem::new(
@@ -94,10 +81,7 @@ impl ConfigDiff {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cameras.is_empty()
-            && self.rules.is_empty()
-            && self.speakers.is_empty()
-            && self.sections.is_empty()
+        self.cameras.is_empty() && self.rules.is_empty() && self.speakers.is_empty() && self.sections.is_empty()
     }
 }
 
@@ -107,16 +91,8 @@ impl std::fmt::Display for ConfigDiff {
             return f.write_str("no changes");
         }
         let mut parts = Vec::new();
-        for (what, d) in [
-            ("camera", &self.cameras),
-            ("rule", &self.rules),
-            ("speaker", &self.speakers),
-        ] {
-            for (verb, ids) in [
-                ("added", &d.to_add),
-                ("removed", &d.to_remove),
-                ("changed", &d.to_change),
-            ] {
+        for (what, d) in [("camera", &self.cameras), ("rule", &self.rules), ("speaker", &self.speakers)] {
+            for (verb, ids) in [("added", &d.to_add), ("removed", &d.to_remove), ("changed", &d.to_change)] {
                 if !ids.is_empty() {
                     parts.push(format!("{what}s {verb}: {}", ids.join(", ")));
                 }
@@ -132,44 +108,27 @@ impl std::fmt::Display for ConfigDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CameraConfig, CameraUrl};
+    use crate::config::CameraConfig;
 
     fn cam(id: &str, url: &str) -> CameraConfig {
-        CameraConfig {
-            id: id.into(),
-            name: None,
-            url: CameraUrl::new(url),
-            enabled: true,
-            fps: None,
-        }
+        serde_json::from_value(serde_json::json!({ "id": id, "url": url })).unwrap()
     }
 
     #[test]
     fn cameras_are_diffed_by_id() {
         let old = Config {
-            cameras: vec![
-                cam("a", "rtsp://h/1"),
-                cam("b", "rtsp://h/2"),
-                cam("c", "rtsp://h/3"),
-            ],
+            cameras: vec![cam("a", "rtsp://h/1"), cam("b", "rtsp://h/2"), cam("c", "rtsp://h/3")],
             ..Config::default()
         };
         let new = Config {
-            cameras: vec![
-                cam("a", "rtsp://h/1"),
-                cam("b", "rtsp://h/22"),
-                cam("d", "rtsp://h/4"),
-            ],
+            cameras: vec![cam("a", "rtsp://h/1"), cam("b", "rtsp://h/22"), cam("d", "rtsp://h/4")],
             ..Config::default()
         };
         let diff = ConfigDiff::new(&old, &new).unwrap();
         assert_eq!(diff.cameras.to_add, ["d"]);
         assert_eq!(diff.cameras.to_remove, ["c"]);
         assert_eq!(diff.cameras.to_change, ["b"]);
-        assert_eq!(
-            diff.to_string(),
-            "cameras added: d; cameras removed: c; cameras changed: b"
-        );
+        assert_eq!(diff.to_string(), "cameras added: d; cameras removed: c; cameras changed: b");
     }
 
     #[test]
@@ -177,9 +136,6 @@ mod tests {
         let old = Config::default();
         let mut new = Config::default();
         new.http.listen = "127.0.0.1:1".into();
-        assert_eq!(
-            ConfigDiff::new(&old, &new).unwrap_err()[0].key,
-            "http.listen"
-        );
+        assert_eq!(ConfigDiff::new(&old, &new).unwrap_err()[0].key, "http.listen");
     }
 }

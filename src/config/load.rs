@@ -25,10 +25,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: redact_text(&message.into()),
-        }
+        Self { key: key.into(), message: redact_text(&message.into()) }
     }
 }
 
@@ -41,15 +38,9 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {file}: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    Read { file: String, source: std::io::Error },
     #[error("{file}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid {
-        file: String,
-        problems: Vec<Problem>,
-    },
+    Invalid { file: String, problems: Vec<Problem> },
 }
 
 impl ConfigError {
@@ -76,18 +67,13 @@ pub struct LoadedConfig {
 pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
     let (text, source) = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                file: path.display().to_string(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { file: path.display().to_string(), source })?;
             (text, path.display().to_string())
         }
         None => (EMBEDDED.to_owned(), "<embedded default>".to_owned()),
     };
-    let invalid = |problems| ConfigError::Invalid {
-        file: source.clone(),
-        problems,
-    };
+    let invalid = |problems| ConfigError::Invalid { file: source.clone(), problems };
     let config = parse(&text).map_err(|p| invalid(vec![p]))?;
     let problems = validate(&config);
     if !problems.is_empty() {
@@ -104,11 +90,7 @@ pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
             path.display()
         ));
     }
-    Ok(LoadedConfig {
-        config,
-        source,
-        warnings,
-    })
+    Ok(LoadedConfig { config, source, warnings })
 }
 
 /// Layers the YAML text and the environment, then deserialises into the
@@ -117,33 +99,20 @@ fn parse(text: &str) -> Result<Config, Problem> {
     let layered = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Yaml))
         .add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
+            config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true),
         )
         .build()
         .map_err(|e| Problem::new("(syntax)", e.to_string()))?;
-    let tree: serde_json::Value = layered
-        .try_deserialize()
-        .map_err(|e| Problem::new("(syntax)", e.to_string()))?;
+    let tree: serde_json::Value = layered.try_deserialize().map_err(|e| Problem::new("(syntax)", e.to_string()))?;
     serde_path_to_error::deserialize(tree).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." {
-            "(top level)".to_owned()
-        } else {
-            key
-        };
+        let key = if key == "." { "(top level)".to_owned() } else { key };
         Problem::new(key, e.into_inner().to_string())
     })
 }
 
 fn holds_secrets(config: &Config) -> bool {
-    config
-        .cameras
-        .iter()
-        .any(|c| c.url.redacted() != c.url.expose())
-        || config.monitoring.smtp_password.is_some()
+    config.cameras.iter().any(|c| c.url.redacted() != c.url.expose()) || config.monitoring.smtp_password.is_some()
 }
 
 fn readable_by_others(path: &Path) -> bool {
@@ -157,12 +126,9 @@ pub fn redact_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find("://") {
-        let start = rest[..pos]
-            .rfind(|c: char| c.is_whitespace() || "\"'`([{<,".contains(c))
-            .map_or(0, |i| i + 1);
-        let end = rest[pos..]
-            .find(|c: char| c.is_whitespace() || "\"'`)]}>,".contains(c))
-            .map_or(rest.len(), |i| pos + i);
+        let start = rest[..pos].rfind(|c: char| c.is_whitespace() || "\"'`([{<,".contains(c)).map_or(0, |i| i + 1);
+        let end =
+            rest[pos..].find(|c: char| c.is_whitespace() || "\"'`)]}>,".contains(c)).map_or(rest.len(), |i| pos + i);
         out.push_str(&rest[..start]);
         out.push_str(&redact_url(&rest[start..end]));
         rest = &rest[end..];
@@ -194,11 +160,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
-        std::fs::write(
-            &path,
-            "cameras:\n  - id: a\n    url: rtsp://u:pw@127.0.0.1/x\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "cameras:\n  - id: a\n    url: rtsp://u:pw@127.0.0.1/x\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let warnings = load(Some(&path)).unwrap().warnings;
         assert!(warnings[0].contains("chmod 600"), "{warnings:?}");

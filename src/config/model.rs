@@ -48,6 +48,77 @@ pub struct CameraConfig {
     /// Frames per second to analyse; `None` takes the stream's own rate.
     #[serde(default)]
     pub fps: Option<f64>,
+    /// RTSP transport: `tcp` (interleaved, the default) or `udp`.
+    #[serde(default)]
+    pub transport: crate::camera::source::RtspTransport,
+    /// No frame for this long counts as a failure and reconnects.
+    #[serde(default = "default_stall_timeout", with = "duration")]
+    pub stall_timeout: Duration,
+    /// Reconnect backoff after a failure.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+    /// Slower backoff after the camera rejected the credentials, so a wrong
+    /// password does not hammer it (or lock the account).
+    #[serde(default = "default_auth_backoff")]
+    pub auth_backoff: BackoffConfig,
+    /// For `file://` sources: pace frames in real time (true) or decode as
+    /// fast as possible (false).
+    #[serde(default = "yes")]
+    pub realtime: bool,
+    /// Polygons, in pixels of the analysed frame, where motion is ignored
+    /// (a tree, a road): `[[[x, y], [x, y], [x, y]], ...]`.
+    #[serde(default)]
+    pub motion_masks: Vec<Vec<[f32; 2]>>,
+}
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    #[serde(default = "default_backoff_initial", with = "duration")]
+    pub initial: Duration,
+    #[serde(default = "default_backoff_max", with = "duration")]
+    pub max: Duration,
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: default_backoff_initial(),
+            max: default_backoff_max(),
+            multiplier: default_multiplier(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+impl From<BackoffConfig> for crate::supervision::Backoff {
+    fn from(b: BackoffConfig) -> Self {
+        Self { initial: b.initial, max: b.max, multiplier: b.multiplier, jitter: b.jitter }
+    }
+}
+
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_backoff_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_jitter() -> f64 {
+    0.2
+}
+fn default_auth_backoff() -> BackoffConfig {
+    BackoffConfig { initial: Duration::from_secs(30), max: Duration::from_secs(600), ..BackoffConfig::default() }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -55,6 +126,53 @@ pub struct CameraConfig {
 pub struct ProcessingConfig {
     #[serde(default)]
     pub detection: DetectionConfig,
+    #[serde(default)]
+    pub motion: MotionConfig,
+}
+
+/// The motion gate in front of detection.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MotionConfig {
+    /// Off: every frame goes to detection.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Per-pixel brightness change that counts (0–255).
+    #[serde(default = "default_motion_threshold")]
+    pub threshold: u8,
+    /// Fraction of the frame that must change (0–1).
+    #[serde(default = "default_motion_min_area")]
+    pub min_area: f64,
+    /// Run detection at least this often on a static scene.
+    #[serde(default = "default_keepalive", with = "duration")]
+    pub keepalive: Duration,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: default_motion_threshold(),
+            min_area: default_motion_min_area(),
+            keepalive: default_keepalive(),
+        }
+    }
+}
+
+fn default_motion_threshold() -> u8 {
+    25
+}
+fn default_motion_min_area() -> f64 {
+    0.001
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_workers() -> usize {
+    1
+}
+fn default_size() -> usize {
+    640
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -68,6 +186,12 @@ pub struct DetectionConfig {
     /// `cpu` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Network input size: 640, or 320 for about 4× less CPU.
+    #[serde(default = "default_size")]
+    pub size: usize,
+    /// Inference workers; each uses one core.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
 }
 
 impl Default for DetectionConfig {
@@ -76,6 +200,8 @@ impl Default for DetectionConfig {
             model: default_model(),
             confidence_threshold: default_confidence(),
             device: default_device(),
+            size: default_size(),
+            workers: default_workers(),
         }
     }
 }
@@ -156,9 +282,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            data_dir: default_data_dir(),
-        }
+        Self { data_dir: default_data_dir() }
     }
 }
 
@@ -266,10 +390,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            allow_non_loopback: false,
-        }
+        Self { listen: default_listen(), allow_non_loopback: false }
     }
 }
 

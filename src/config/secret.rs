@@ -66,12 +66,7 @@ pub fn redact_url(text: &str) -> String {
     };
     let userinfo = &rest[..at];
     match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &text[..authority_start],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
+        Some(colon) => format!("{}{}:***{}", &text[..authority_start], &userinfo[..colon], &rest[at..]),
         None => text.to_owned(),
     }
 }
@@ -91,10 +86,7 @@ mod tests {
 
     #[test]
     fn odd_urls_are_redacted_too() {
-        assert_eq!(
-            redact_url("rtsp://u:p@ss/w@rd@host/x"),
-            "rtsp://u:***@host/x"
-        );
+        assert_eq!(redact_url("rtsp://u:p@ss/w@rd@host/x"), "rtsp://u:***@host/x");
         assert_eq!(redact_url("rtsp://host/x"), "rtsp://host/x");
         assert_eq!(redact_url("rtsp://user@host/x"), "rtsp://user@host/x");
         assert_eq!(redact_url("not a url"), "not a url");

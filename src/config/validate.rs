@@ -11,6 +11,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     let mut p = Vec::new();
     cameras(config, &mut p);
     detection(&config.processing.detection, &mut p);
+    let m = &config.processing.motion;
+    if !(0.0..=1.0).contains(&m.min_area) {
+        p.push(Problem::new("processing.motion.min_area", format!("{} must be between 0 and 1", m.min_area)));
+    }
     rules(config, &mut p);
     performance(&config.performance, &mut p);
     retention(&config.retention, &mut p);
@@ -27,14 +31,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 fn check_id(key: String, id: &str, seen: &mut HashSet<String>, what: &str, p: &mut Vec<Problem>) {
     if id.is_empty() {
         p.push(Problem::new(key, "must not be empty"));
-    } else if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        p.push(Problem::new(
-            key,
-            format!("`{id}` may only contain letters, digits, `_` and `-`"),
-        ));
+    } else if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        p.push(Problem::new(key, format!("`{id}` may only contain letters, digits, `_` and `-`")));
     } else if !seen.insert(id.to_owned()) {
         p.push(Problem::new(key, format!("duplicate {what} `{id}`")));
     }
@@ -43,27 +41,41 @@ fn check_id(key: String, id: &str, seen: &mut HashSet<String>, what: &str, p: &m
 fn cameras(config: &Config, p: &mut Vec<Problem>) {
     let mut seen = HashSet::new();
     for (i, cam) in config.cameras.iter().enumerate() {
-        check_id(
-            format!("cameras[{i}].id"),
-            &cam.id,
-            &mut seen,
-            "camera id",
-            p,
-        );
+        check_id(format!("cameras[{i}].id"), &cam.id, &mut seen, "camera id", p);
         if let Err(why) = check_camera_url(cam.url.expose()) {
-            p.push(Problem::new(
-                format!("cameras[{i}].url"),
-                format!("`{}`: {why}", cam.url),
-            ));
+            p.push(Problem::new(format!("cameras[{i}].url"), format!("`{}`: {why}", cam.url)));
         }
         if let Some(fps) = cam.fps
             && !(fps > 0.0 && fps <= 240.0)
         {
-            p.push(Problem::new(
-                format!("cameras[{i}].fps"),
-                format!("{fps} must be above 0 and at most 240"),
-            ));
+            p.push(Problem::new(format!("cameras[{i}].fps"), format!("{fps} must be above 0 and at most 240")));
         }
+        if cam.stall_timeout < std::time::Duration::from_millis(100) {
+            p.push(Problem::new(format!("cameras[{i}].stall_timeout"), "must be at least 100ms"));
+        }
+        for (j, poly) in cam.motion_masks.iter().enumerate() {
+            if poly.len() < 3 {
+                p.push(Problem::new(format!("cameras[{i}].motion_masks[{j}]"), "a polygon needs at least 3 points"));
+            }
+        }
+        for (key, b) in [("backoff", &cam.backoff), ("auth_backoff", &cam.auth_backoff)] {
+            backoff(&format!("cameras[{i}].{key}"), b, p);
+        }
+    }
+}
+
+fn backoff(key: &str, b: &BackoffConfig, p: &mut Vec<Problem>) {
+    if b.initial.is_zero() {
+        p.push(Problem::new(format!("{key}.initial"), "must be greater than zero"));
+    }
+    if b.max < b.initial {
+        p.push(Problem::new(format!("{key}.max"), "must not be less than initial"));
+    }
+    if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
+        p.push(Problem::new(format!("{key}.multiplier"), format!("{} must be >= 1.0", b.multiplier)));
+    }
+    if !(0.0..=1.0).contains(&b.jitter) {
+        p.push(Problem::new(format!("{key}.jitter"), format!("{} must be between 0.0 and 1.0", b.jitter)));
     }
 }
 
@@ -82,9 +94,7 @@ fn check_camera_url(text: &str) -> Result<(), String> {
             }
         }
         other => {
-            return Err(format!(
-                "unsupported scheme `{other}`; use rtsp://, v4l2:// or file://"
-            ));
+            return Err(format!("unsupported scheme `{other}`; use rtsp://, v4l2:// or file://"));
         }
     }
     Ok(())
@@ -93,10 +103,7 @@ fn check_camera_url(text: &str) -> Result<(), String> {
 fn detection(d: &DetectionConfig, p: &mut Vec<Problem>) {
     let key = "processing.detection";
     if d.model.trim().is_empty() {
-        p.push(Problem::new(
-            format!("{key}.model"),
-            "must name a model (yolov8n) or a weights file",
-        ));
+        p.push(Problem::new(format!("{key}.model"), "must name a model (yolov8n) or a weights file"));
     }
     if !(d.confidence_threshold > 0.0 && d.confidence_threshold <= 1.0) {
         p.push(Problem::new(
@@ -104,15 +111,16 @@ fn detection(d: &DetectionConfig, p: &mut Vec<Problem>) {
             format!("{} must be above 0 and at most 1", d.confidence_threshold),
         ));
     }
-    let device_ok = d.device == "cpu"
-        || d.device
-            .strip_prefix("cuda:")
-            .is_some_and(|n| !n.is_empty() && n.parse::<u32>().is_ok());
+    if d.size != 640 && d.size != 320 {
+        p.push(Problem::new(format!("{key}.size"), format!("{} is not 640 or 320", d.size)));
+    }
+    if !(1..=16).contains(&d.workers) {
+        p.push(Problem::new(format!("{key}.workers"), format!("{} must be between 1 and 16", d.workers)));
+    }
+    let device_ok =
+        d.device == "cpu" || d.device.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.parse::<u32>().is_ok());
     if !device_ok {
-        p.push(Problem::new(
-            format!("{key}.device"),
-            format!("`{}` is not `cpu` or `cuda:N`", d.device),
-        ));
+        p.push(Problem::new(format!("{key}.device"), format!("`{}` is not `cpu` or `cuda:N`", d.device)));
     }
 }
 
@@ -124,17 +132,11 @@ fn rules(config: &Config, p: &mut Vec<Problem>) {
         if rule.name.trim().is_empty() {
             p.push(Problem::new(format!("{key}.name"), "must not be empty"));
         } else if !seen.insert(rule.name.as_str()) {
-            p.push(Problem::new(
-                format!("{key}.name"),
-                format!("duplicate rule name `{}`", rule.name),
-            ));
+            p.push(Problem::new(format!("{key}.name"), format!("duplicate rule name `{}`", rule.name)));
         }
         for (j, cam) in rule.cameras.iter().enumerate() {
             if !cameras.contains(cam.as_str()) {
-                p.push(Problem::new(
-                    format!("{key}.cameras[{j}]"),
-                    format!("no camera has id `{cam}`"),
-                ));
+                p.push(Problem::new(format!("{key}.cameras[{j}]"), format!("no camera has id `{cam}`")));
             }
         }
         let c = &rule.conditions;
@@ -149,10 +151,7 @@ fn rules(config: &Config, p: &mut Vec<Problem>) {
         if let Some(conf) = c.min_confidence
             && !(0.0..=1.0).contains(&conf)
         {
-            p.push(Problem::new(
-                format!("{key}.conditions.min_confidence"),
-                format!("{conf} must be between 0 and 1"),
-            ));
+            p.push(Problem::new(format!("{key}.conditions.min_confidence"), format!("{conf} must be between 0 and 1")));
         }
         if let Some(d) = &c.distance_to_reference
             && !(d.value.is_finite() && d.value > 0.0)
@@ -163,10 +162,7 @@ fn rules(config: &Config, p: &mut Vec<Problem>) {
             ));
         }
         if c.min_count == Some(0) {
-            p.push(Problem::new(
-                format!("{key}.conditions.min_count"),
-                "must be at least 1",
-            ));
+            p.push(Problem::new(format!("{key}.conditions.min_count"), "must be at least 1"));
         }
     }
 }
@@ -175,32 +171,20 @@ fn performance(perf: &PerformanceConfig, p: &mut Vec<Problem>) {
     if let Some(fps) = perf.fps_limit
         && !(fps > 0.0 && fps <= 240.0)
     {
-        p.push(Problem::new(
-            "performance.fps_limit",
-            format!("{fps} must be above 0 and at most 240"),
-        ));
+        p.push(Problem::new("performance.fps_limit", format!("{fps} must be above 0 and at most 240")));
     }
 }
 
 fn retention(r: &RetentionConfig, p: &mut Vec<Problem>) {
-    for (key, days) in [
-        ("snapshots_days", r.snapshots_days),
-        ("events_days", r.events_days),
-    ] {
+    for (key, days) in [("snapshots_days", r.snapshots_days), ("events_days", r.events_days)] {
         if days == 0 {
-            p.push(Problem::new(
-                format!("retention.{key}"),
-                "must be at least 1 day",
-            ));
+            p.push(Problem::new(format!("retention.{key}"), "must be at least 1 day"));
         }
     }
     if r.logs_compress_days >= r.logs_delete_days {
         p.push(Problem::new(
             "retention.logs_compress_days",
-            format!(
-                "{} must be less than logs_delete_days ({})",
-                r.logs_compress_days, r.logs_delete_days
-            ),
+            format!("{} must be less than logs_delete_days ({})", r.logs_compress_days, r.logs_delete_days),
         ));
     }
 }
@@ -208,25 +192,13 @@ fn retention(r: &RetentionConfig, p: &mut Vec<Problem>) {
 fn speakers(speakers: &[SpeakerConfig], p: &mut Vec<Problem>) {
     let mut seen = HashSet::new();
     for (i, s) in speakers.iter().enumerate() {
-        check_id(
-            format!("speakers[{i}].id"),
-            &s.id,
-            &mut seen,
-            "speaker id",
-            p,
-        );
+        check_id(format!("speakers[{i}].id"), &s.id, &mut seen, "speaker id", p);
         if !(0.0..=1.0).contains(&s.volume) {
-            p.push(Problem::new(
-                format!("speakers[{i}].volume"),
-                format!("{} must be between 0 and 1", s.volume),
-            ));
+            p.push(Problem::new(format!("speakers[{i}].volume"), format!("{} must be between 0 and 1", s.volume)));
         }
         match (s.kind, &s.address) {
             (SpeakerKind::Bluetooth, None) => {
-                p.push(Problem::new(
-                    format!("speakers[{i}].address"),
-                    "a bluetooth speaker needs its MAC address",
-                ));
+                p.push(Problem::new(format!("speakers[{i}].address"), "a bluetooth speaker needs its MAC address"));
             }
             (SpeakerKind::Bluetooth, Some(mac)) if !is_mac(mac) => {
                 p.push(Problem::new(
@@ -241,30 +213,18 @@ fn speakers(speakers: &[SpeakerConfig], p: &mut Vec<Problem>) {
 
 fn is_mac(text: &str) -> bool {
     let parts: Vec<&str> = text.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()))
+    parts.len() == 6 && parts.iter().all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn monitoring(m: &MonitoringConfig, p: &mut Vec<Problem>) {
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&m.log_level) {
-        p.push(Problem::new(
-            "monitoring.log_level",
-            format!("`{}` is not a log level or filter: {e}", m.log_level),
-        ));
+        p.push(Problem::new("monitoring.log_level", format!("`{}` is not a log level or filter: {e}", m.log_level)));
     }
     if m.email_alerts_enabled {
-        for (key, value) in [
-            ("email_to", &m.email_to),
-            ("email_from", &m.email_from),
-            ("smtp_server", &m.smtp_server),
-        ] {
+        for (key, value) in [("email_to", &m.email_to), ("email_from", &m.email_from), ("smtp_server", &m.smtp_server)]
+        {
             if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
-                p.push(Problem::new(
-                    format!("monitoring.{key}"),
-                    "is required when email_alerts_enabled is true",
-                ));
+                p.push(Problem::new(format!("monitoring.{key}"), "is required when email_alerts_enabled is true"));
             }
         }
     }
@@ -272,10 +232,9 @@ fn monitoring(m: &MonitoringConfig, p: &mut Vec<Problem>) {
 
 fn http(h: &HttpConfig, p: &mut Vec<Problem>) {
     match h.listen.parse::<SocketAddr>() {
-        Err(e) => p.push(Problem::new(
-            "http.listen",
-            format!("`{}` is not an address like 127.0.0.1:9090 ({e})", h.listen),
-        )),
+        Err(e) => {
+            p.push(Problem::new("http.listen", format!("`{}` is not an address like 127.0.0.1:9090 ({e})", h.listen)))
+        }
         Ok(addr) if !addr.ip().is_loopback() && !h.allow_non_loopback => p.push(Problem::new(
             "http.listen",
             format!(

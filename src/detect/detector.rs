@@ -24,11 +24,7 @@ pub struct DetectorOptions {
 
 impl Default for DetectorOptions {
     fn default() -> Self {
-        Self {
-            size: 640,
-            mode: LetterboxMode::Rect,
-            decode: DecodeOptions::default(),
-        }
+        Self { size: 640, mode: LetterboxMode::Rect, decode: DecodeOptions::default() }
     }
 }
 
@@ -46,14 +42,8 @@ pub fn device_from_config(name: &str) -> Result<Device, DetectError> {
     if name == "cpu" {
         return Ok(Device::Cpu);
     }
-    let err = |reason: String| DetectError::Device {
-        device: name.to_owned(),
-        reason,
-    };
-    let Some(ordinal) = name
-        .strip_prefix("cuda:")
-        .and_then(|n| n.parse::<usize>().ok())
-    else {
+    let err = |reason: String| DetectError::Device { device: name.to_owned(), reason };
+    let Some(ordinal) = name.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) else {
         return Err(err("expected `cpu` or `cuda:N`".into()));
     };
     if cfg!(feature = "cuda") {
@@ -69,33 +59,19 @@ pub fn device_from_config(name: &str) -> Result<Device, DetectError> {
 impl Detector {
     /// Loads YOLOv8 weights in candle's naming; the size (n/s/m/l/x) is read
     /// from the tensors themselves.
-    pub fn load(
-        weights: &Path,
-        device: &Device,
-        options: DetectorOptions,
-    ) -> Result<Self, DetectError> {
+    pub fn load(weights: &Path, device: &Device, options: DetectorOptions) -> Result<Self, DetectError> {
         let path = weights.display().to_string();
-        let bad = |reason: String| DetectError::Weights {
-            path: path.clone(),
-            reason,
-        };
+        let bad = |reason: String| DetectError::Weights { path: path.clone(), reason };
         if !weights.is_file() {
             return Err(bad("not found".into()));
         }
         // SAFETY: the file is mapped read-only and copied into owned f32
         // tensors during load; it is not used after `YoloV8::load` returns.
         let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::new(weights) }
-            .map_err(|e| {
-                bad(format!(
-                    "not a valid safetensors file ({e}); re-download or point to another file"
-                ))
-            })?;
-        let stem = tensors.get("net.b1.0.conv.weight").map_err(|_| {
-            bad(
-                "has no tensor `net.b1.0.conv.weight`: not YOLOv8 weights in candle's naming"
-                    .into(),
-            )
-        })?;
+            .map_err(|e| bad(format!("not a valid safetensors file ({e}); re-download or point to another file")))?;
+        let stem = tensors
+            .get("net.b1.0.conv.weight")
+            .map_err(|_| bad("has no tensor `net.b1.0.conv.weight`: not YOLOv8 weights in candle's naming".into()))?;
         let variant = match stem.shape().first() {
             Some(16) => 'n',
             Some(32) => 's',
@@ -103,30 +79,18 @@ impl Detector {
             Some(64) => 'l',
             Some(80) => 'x',
             other => {
-                return Err(bad(format!(
-                    "unexpected stem width {other:?}; expected a YOLOv8 n/s/m/l/x"
-                )));
+                return Err(bad(format!("unexpected stem width {other:?}; expected a YOLOv8 n/s/m/l/x")));
             }
         };
-        let multiples = Multiples::from_variant(&variant.to_string())
-            .ok_or_else(|| bad("unknown variant".into()))?;
+        let multiples = Multiples::from_variant(&variant.to_string()).ok_or_else(|| bad("unknown variant".into()))?;
         let vb = VarBuilder::from_backend(Box::new(tensors), DType::F32, device.clone());
-        let model = YoloV8::load(vb, multiples, COCO_CLASSES)
-            .map_err(|e| bad(format!("cannot load: {e}")))?;
-        Ok(Self {
-            model: Arc::new(model),
-            device: device.clone(),
-            variant,
-            options,
-        })
+        let model = YoloV8::load(vb, multiples, COCO_CLASSES).map_err(|e| bad(format!("cannot load: {e}")))?;
+        Ok(Self { model: Arc::new(model), device: device.clone(), variant, options })
     }
 
     /// The same weights with other options.
     pub fn with_options(&self, options: DetectorOptions) -> Self {
-        Self {
-            options,
-            ..self.clone()
-        }
+        Self { options, ..self.clone() }
     }
 
     pub fn device(&self) -> &Device {

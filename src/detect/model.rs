@@ -20,31 +20,11 @@ pub struct Multiples {
 }
 
 impl Multiples {
-    pub const N: Self = Self {
-        depth: 0.33,
-        width: 0.25,
-        ratio: 2.0,
-    };
-    pub const S: Self = Self {
-        depth: 0.33,
-        width: 0.50,
-        ratio: 2.0,
-    };
-    pub const M: Self = Self {
-        depth: 0.67,
-        width: 0.75,
-        ratio: 1.5,
-    };
-    pub const L: Self = Self {
-        depth: 1.00,
-        width: 1.00,
-        ratio: 1.0,
-    };
-    pub const X: Self = Self {
-        depth: 1.00,
-        width: 1.25,
-        ratio: 1.0,
-    };
+    pub const N: Self = Self { depth: 0.33, width: 0.25, ratio: 2.0 };
+    pub const S: Self = Self { depth: 0.33, width: 0.50, ratio: 2.0 };
+    pub const M: Self = Self { depth: 0.67, width: 0.75, ratio: 1.5 };
+    pub const L: Self = Self { depth: 1.00, width: 1.00, ratio: 1.0 };
+    pub const X: Self = Self { depth: 1.00, width: 1.25, ratio: 1.0 };
 
     /// `n`, `s`, `m`, `l` or `x`.
     pub fn from_variant(variant: &str) -> Option<Self> {
@@ -75,20 +55,12 @@ pub struct ConvBlock {
 
 impl ConvBlock {
     fn load(vb: VarBuilder, c_in: usize, c_out: usize, k: usize, stride: usize) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            stride,
-            groups: 1,
-            dilation: 1,
-            cudnn_fwd_algo: None,
-        };
+        let cfg = Conv2dConfig { padding: k / 2, stride, groups: 1, dilation: 1, cudnn_fwd_algo: None };
         let conv = conv2d_no_bias(c_in, c_out, k, cfg, vb.pp("conv"))?;
         // Ultralytics uses eps 1e-3 for its BatchNorm2d.
         let bn: BatchNorm = batch_norm(c_out, 1e-3, vb.pp("bn"))?;
         let (weight, bias) = bn_folded(&conv, &bn)?;
-        Ok(Self {
-            conv: Conv2d::new(weight, Some(bias), cfg),
-        })
+        Ok(Self { conv: Conv2d::new(weight, Some(bias), cfg) })
     }
 
     pub fn conv(&self) -> &Conv2d {
@@ -99,13 +71,10 @@ impl ConvBlock {
 /// Folds `bn(conv(x))` into one convolution's weight and bias.
 fn bn_folded(conv: &Conv2d, bn: &BatchNorm) -> Result<(Tensor, Tensor)> {
     let (mean, var) = (bn.running_mean(), bn.running_var());
-    let (gamma, beta) = bn
-        .weight_and_bias()
-        .ok_or_else(|| candle_core::Error::Msg("batch norm without affine weights".into()))?;
+    let (gamma, beta) =
+        bn.weight_and_bias().ok_or_else(|| candle_core::Error::Msg("batch norm without affine weights".into()))?;
     let scale = gamma.broadcast_div(&(var + bn.eps())?.sqrt()?)?;
-    let weight = conv
-        .weight()
-        .broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
+    let weight = conv.weight().broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
     let bias = (beta - mean.mul(&scale)?)?;
     Ok((weight, bias))
 }
@@ -166,10 +135,7 @@ impl Module for C2f {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut ys = self.cv1.forward(xs)?.chunk(2, 1)?;
         for b in &self.bottlenecks {
-            let next = b.forward(
-                ys.last()
-                    .ok_or_else(|| candle_core::Error::Msg("empty C2f".into()))?,
-            )?;
+            let next = b.forward(ys.last().ok_or_else(|| candle_core::Error::Msg("empty C2f".into()))?)?;
             ys.push(next);
         }
         self.cv2.forward(&Tensor::cat(&ys, 1)?)
@@ -200,9 +166,7 @@ impl Module for Sppf {
         let pad = self.k / 2;
         // Replicating the edge is the same as -inf padding for a max pool.
         let pool = |t: &Tensor| -> Result<Tensor> {
-            t.pad_with_same(2, pad, pad)?
-                .pad_with_same(3, pad, pad)?
-                .max_pool2d_with_stride(self.k, 1)
+            t.pad_with_same(2, pad, pad)?.pad_with_same(3, pad, pad)?.max_pool2d_with_stride(self.k, 1)
         };
         let x1 = self.cv1.forward(xs)?;
         let x2 = pool(&x1)?;
@@ -250,14 +214,9 @@ impl Backbone {
     /// Features at strides 8, 16 and 32.
     fn forward(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let x = self.stem[1].forward(&self.stem[0].forward(xs)?)?;
-        let p3 = self
-            .b2
-            .2
-            .forward(&self.b2.1.forward(&self.b2.0.forward(&x)?)?)?;
+        let p3 = self.b2.2.forward(&self.b2.1.forward(&self.b2.0.forward(&x)?)?)?;
         let p4 = self.b3.1.forward(&self.b3.0.forward(&p3)?)?;
-        let p5 = self
-            .sppf
-            .forward(&self.b4.1.forward(&self.b4.0.forward(&p4)?)?)?;
+        let p5 = self.sppf.forward(&self.b4.1.forward(&self.b4.0.forward(&p4)?)?)?;
         Ok((p3, p4, p5))
     }
 }
@@ -283,13 +242,7 @@ impl Neck {
             n3: ConvBlock::load(vb.pp("n3"), c(256.0), c(256.0), 3, 2)?,
             n4: C2f::load(vb.pp("n4"), c(768.0), c(512.0), n, false)?,
             n5: ConvBlock::load(vb.pp("n5"), c(512.0), c(512.0), 3, 2)?,
-            n6: C2f::load(
-                vb.pp("n6"),
-                c(512.0 * (1.0 + m.ratio)),
-                c(512.0 * m.ratio),
-                n,
-                false,
-            )?,
+            n6: C2f::load(vb.pp("n6"), c(512.0 * (1.0 + m.ratio)), c(512.0 * m.ratio), n, false)?,
         })
     }
 
@@ -300,12 +253,8 @@ impl Neck {
         };
         let x = self.n1.forward(&Tensor::cat(&[&up(p5)?, p4], 1)?)?;
         let h1 = self.n2.forward(&Tensor::cat(&[&up(&x)?, p3], 1)?)?;
-        let h2 = self
-            .n4
-            .forward(&Tensor::cat(&[&self.n3.forward(&h1)?, &x], 1)?)?;
-        let h3 = self
-            .n6
-            .forward(&Tensor::cat(&[&self.n5.forward(&h2)?, p5], 1)?)?;
+        let h2 = self.n4.forward(&Tensor::cat(&[&self.n3.forward(&h1)?, &x], 1)?)?;
+        let h3 = self.n6.forward(&Tensor::cat(&[&self.n5.forward(&h2)?, p5], 1)?)?;
         Ok((h1, h2, h3))
     }
 }
@@ -320,9 +269,7 @@ const DFL_BINS: usize = 16;
 
 impl Dfl {
     fn load(vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            conv: conv2d_no_bias(DFL_BINS, 1, 1, Default::default(), vb.pp("conv"))?,
-        })
+        Ok(Self { conv: conv2d_no_bias(DFL_BINS, 1, 1, Default::default(), vb.pp("conv"))? })
     }
 }
 
@@ -371,35 +318,16 @@ const STRIDES: [usize; 3] = [8, 16, 32];
 
 impl Head {
     fn load(vb: VarBuilder, m: Multiples, classes: usize) -> Result<Self> {
-        let inputs = [
-            m.channels(256.0),
-            m.channels(512.0),
-            m.channels(512.0 * m.ratio),
-        ];
+        let inputs = [m.channels(256.0), m.channels(512.0), m.channels(512.0 * m.ratio)];
         let score_hidden = inputs[0].max(classes.min(100));
         let box_hidden = (inputs[0] / 4).max(DFL_BINS * 4);
         let mut boxes = Vec::new();
         let mut scores = Vec::new();
         for (i, &c_in) in inputs.iter().enumerate() {
-            boxes.push(Branch::load(
-                vb.pp(format!("cv2.{i}")),
-                c_in,
-                box_hidden,
-                4 * DFL_BINS,
-            )?);
-            scores.push(Branch::load(
-                vb.pp(format!("cv3.{i}")),
-                c_in,
-                score_hidden,
-                classes,
-            )?);
+            boxes.push(Branch::load(vb.pp(format!("cv2.{i}")), c_in, box_hidden, 4 * DFL_BINS)?);
+            scores.push(Branch::load(vb.pp(format!("cv3.{i}")), c_in, score_hidden, classes)?);
         }
-        Ok(Self {
-            dfl: Dfl::load(vb.pp("dfl"))?,
-            boxes,
-            scores,
-            classes,
-        })
+        Ok(Self { dfl: Dfl::load(vb.pp("dfl"))?, boxes, scores, classes })
     }
 
     fn forward(&self, features: [&Tensor; 3]) -> Result<Tensor> {
@@ -409,10 +337,7 @@ impl Head {
         let mut anchors = Vec::with_capacity(3);
         let mut strides = Vec::with_capacity(3);
         for (i, xs) in features.into_iter().enumerate() {
-            let ys = Tensor::cat(
-                &[self.boxes[i].forward(xs)?, self.scores[i].forward(xs)?],
-                1,
-            )?;
+            let ys = Tensor::cat(&[self.boxes[i].forward(xs)?, self.scores[i].forward(xs)?], 1)?;
             let (_, _, h, w) = ys.dims4()?;
             flat.push(ys.reshape((b, outputs, h * w))?);
             let (points, stride) = anchor_grid(h, w, STRIDES[i], xs.device())?;
@@ -436,18 +361,9 @@ impl Head {
 }
 
 /// Anchor centres `[2, h*w]` (x then y, in grid cells) and strides `[1, h*w]`.
-fn anchor_grid(
-    h: usize,
-    w: usize,
-    stride: usize,
-    device: &candle_core::Device,
-) -> Result<(Tensor, Tensor)> {
-    let xs = Tensor::arange(0u32, w as u32, device)?
-        .to_dtype(DType::F32)?
-        .affine(1.0, 0.5)?;
-    let ys = Tensor::arange(0u32, h as u32, device)?
-        .to_dtype(DType::F32)?
-        .affine(1.0, 0.5)?;
+fn anchor_grid(h: usize, w: usize, stride: usize, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+    let xs = Tensor::arange(0u32, w as u32, device)?.to_dtype(DType::F32)?.affine(1.0, 0.5)?;
+    let ys = Tensor::arange(0u32, h as u32, device)?.to_dtype(DType::F32)?.affine(1.0, 0.5)?;
     let grid_x = xs.reshape((1, w))?.repeat((h, 1))?.flatten_all()?;
     let grid_y = ys.reshape((h, 1))?.repeat((1, w))?.flatten_all()?;
     let points = Tensor::stack(&[grid_x, grid_y], 0)?;

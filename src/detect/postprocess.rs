@@ -31,22 +31,12 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self {
-            confidence: 0.25,
-            iou: 0.7,
-            max_det: 300,
-            classes: None,
-        }
+        Self { confidence: 0.25, iou: 0.7, max_det: 300, classes: None }
     }
 }
 
 /// Decodes one image's output, `data` laid out `[4 + classes][anchors]`.
-pub fn decode(
-    data: &[f32],
-    anchors: usize,
-    lb: &Letterbox,
-    opts: &DecodeOptions,
-) -> Vec<Detection> {
+pub fn decode(data: &[f32], anchors: usize, lb: &Letterbox, opts: &DecodeOptions) -> Vec<Detection> {
     let rows = data.len() / anchors.max(1);
     let classes = rows.saturating_sub(4);
     let at = |row: usize, a: usize| data[row * anchors + a];
@@ -59,20 +49,11 @@ pub fn decode(
                 best = (c, score);
             }
         }
-        if best.1 <= opts.confidence
-            || opts
-                .classes
-                .as_ref()
-                .is_some_and(|keep| !keep.contains(&best.0))
-        {
+        if best.1 <= opts.confidence || opts.classes.as_ref().is_some_and(|keep| !keep.contains(&best.0)) {
             continue;
         }
         let (cx, cy, w, h) = (at(0, a), at(1, a), at(2, a), at(3, a));
-        candidates.push((
-            best.0,
-            best.1,
-            [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
-        ));
+        candidates.push((best.0, best.1, [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]));
     }
     candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
 
@@ -81,20 +62,14 @@ pub fn decode(
         if kept.len() >= opts.max_det {
             break;
         }
-        if kept
-            .iter()
-            .all(|k| k.0 != cand.0 || iou(&k.2, &cand.2) <= opts.iou)
-        {
+        if kept.iter().all(|k| k.0 != cand.0 || iou(&k.2, &cand.2) <= opts.iou) {
             kept.push(cand);
         }
     }
     kept.into_iter()
         .map(|(class_id, confidence, b)| Detection {
             class_id,
-            class_name: crate::coco::CLASSES
-                .get(class_id)
-                .copied()
-                .unwrap_or("unknown"),
+            class_name: crate::coco::CLASSES.get(class_id).copied().unwrap_or("unknown"),
             confidence,
             bbox: lb.to_original(b),
         })
@@ -143,15 +118,9 @@ mod tests {
         assert_eq!(summary, [(0, 0.9), (1, 0.8)]);
         assert_eq!(dets[0].bbox, [41.0, 40.0, 61.0, 60.0]);
 
-        let only_second = DecodeOptions {
-            classes: Some(vec![1]),
-            ..Default::default()
-        };
+        let only_second = DecodeOptions { classes: Some(vec![1]), ..Default::default() };
         assert_eq!(decode(&data, 4, &lb, &only_second).len(), 1);
-        let one = DecodeOptions {
-            max_det: 1,
-            ..Default::default()
-        };
+        let one = DecodeOptions { max_det: 1, ..Default::default() };
         assert_eq!(decode(&data, 4, &lb, &one).len(), 1);
     }
 

@@ -6,17 +6,7 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 /// How far the letterbox pads.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum LetterboxMode {
     /// Only up to a multiple of 32 (Ultralytics' predict default): less work for wide frames.
@@ -75,12 +65,9 @@ impl Letterbox {
     /// Maps a box in network-input pixels back to original-image pixels,
     /// clipped to the image (Ultralytics' `scale_boxes`).
     pub fn to_original(&self, b: [f32; 4]) -> [f32; 4] {
-        let gain = (self.input_h as f64 / self.orig_h as f64)
-            .min(self.input_w as f64 / self.orig_w as f64);
-        let pad_x =
-            ((self.input_w as f64 - self.orig_w as f64 * gain) / 2.0 - 0.1).round_ties_even();
-        let pad_y =
-            ((self.input_h as f64 - self.orig_h as f64 * gain) / 2.0 - 0.1).round_ties_even();
+        let gain = (self.input_h as f64 / self.orig_h as f64).min(self.input_w as f64 / self.orig_w as f64);
+        let pad_x = ((self.input_w as f64 - self.orig_w as f64 * gain) / 2.0 - 0.1).round_ties_even();
+        let pad_y = ((self.input_h as f64 - self.orig_h as f64 * gain) / 2.0 - 0.1).round_ties_even();
         let (w, h) = (self.orig_w as f64, self.orig_h as f64);
         let x = |v: f32| ((v as f64 - pad_x) / gain).clamp(0.0, w) as f32;
         let y = |v: f32| ((v as f64 - pad_y) / gain).clamp(0.0, h) as f32;
@@ -89,18 +76,11 @@ impl Letterbox {
 
     /// Letterboxes `img` into an RGB buffer of `input_w × input_h`.
     pub fn apply(&self, img: &RgbImage) -> Vec<u8> {
-        let resized =
-            if (img.width() as usize, img.height() as usize) == (self.resized_w, self.resized_h) {
-                img.as_raw().clone()
-            } else {
-                resize_bilinear(
-                    img.as_raw(),
-                    self.orig_w,
-                    self.orig_h,
-                    self.resized_w,
-                    self.resized_h,
-                )
-            };
+        let resized = if (img.width() as usize, img.height() as usize) == (self.resized_w, self.resized_h) {
+            img.as_raw().clone()
+        } else {
+            resize_bilinear(img.as_raw(), self.orig_w, self.orig_h, self.resized_w, self.resized_h)
+        };
         let mut out = vec![PAD_VALUE; self.input_w * self.input_h * 3];
         let row = self.resized_w * 3;
         for y in 0..self.resized_h {
@@ -124,12 +104,7 @@ pub fn to_input(
 }
 
 /// Interleaved RGB8 to planar `[1, 3, h, w]` f32 / 255.
-pub fn rgb_to_tensor(
-    rgb: &[u8],
-    w: usize,
-    h: usize,
-    device: &Device,
-) -> candle_core::Result<Tensor> {
+pub fn rgb_to_tensor(rgb: &[u8], w: usize, h: usize, device: &Device) -> candle_core::Result<Tensor> {
     let plane = w * h;
     let mut planar = vec![0f32; 3 * plane];
     let (r, rest) = planar.split_at_mut(plane);
@@ -187,10 +162,7 @@ pub fn resize_bilinear(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -
     let mut out = vec![0u8; dw * dh * 3];
     // The two most recent horizontally resized source rows: consecutive
     // output rows mostly reuse them.
-    let mut slots = [
-        (usize::MAX, vec![0i32; dw * 3]),
-        (usize::MAX, vec![0i32; dw * 3]),
-    ];
+    let mut slots = [(usize::MAX, vec![0i32; dw * 3]), (usize::MAX, vec![0i32; dw * 3])];
     for (dy, &(sy, b0, b1)) in ys.iter().enumerate() {
         let sy1 = (sy + 1).min(sh - 1);
         for r in [sy, sy1] {
@@ -201,11 +173,7 @@ pub fn resize_bilinear(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -
             }
         }
         let row = |r: usize| {
-            if slots[0].0 == r {
-                &slots[0].1
-            } else {
-                &slots[1].1
-            }
+            if slots[0].0 == r { &slots[0].1 } else { &slots[1].1 }
         };
         let (row0, row1) = (row(sy), row(sy1));
         let dst = &mut out[dy * dw * 3..(dy + 1) * dw * 3];
@@ -225,39 +193,19 @@ mod tests {
     fn letterbox_geometry_matches_ultralytics() {
         // bus.jpg is 810×1080: rect 640 gives 480×640 input, square pads to 640×640.
         let rect = Letterbox::new(810, 1080, 640, LetterboxMode::Rect);
-        assert_eq!(
-            (rect.input_w, rect.input_h, rect.left, rect.top),
-            (480, 640, 0, 0)
-        );
+        assert_eq!((rect.input_w, rect.input_h, rect.left, rect.top), (480, 640, 0, 0));
         let square = Letterbox::new(810, 1080, 640, LetterboxMode::Square);
-        assert_eq!(
-            (square.input_w, square.input_h, square.left, square.top),
-            (640, 640, 80, 0)
-        );
+        assert_eq!((square.input_w, square.input_h, square.left, square.top), (640, 640, 80, 0));
         // chelsea.png is 451×300: rect 640 gives 640×448 (resized 640×426, 11 above, 11 below).
         let cat = Letterbox::new(451, 300, 640, LetterboxMode::Rect);
-        assert_eq!(
-            (
-                cat.resized_w,
-                cat.resized_h,
-                cat.input_w,
-                cat.input_h,
-                cat.top
-            ),
-            (640, 426, 640, 448, 11)
-        );
+        assert_eq!((cat.resized_w, cat.resized_h, cat.input_w, cat.input_h, cat.top), (640, 426, 640, 448, 11));
     }
 
     #[test]
     fn boxes_map_back_to_the_original() {
         let lb = Letterbox::new(451, 300, 640, LetterboxMode::Rect);
         let gain = 640.0 / 451.0;
-        let b = lb.to_original([
-            100.0 * gain,
-            11.0 + 50.0 * gain,
-            200.0 * gain,
-            11.0 + 80.0 * gain,
-        ]);
+        let b = lb.to_original([100.0 * gain, 11.0 + 50.0 * gain, 200.0 * gain, 11.0 + 80.0 * gain]);
         for (got, want) in b.iter().zip([100.0, 50.0, 200.0, 80.0]) {
             assert!((got - want).abs() < 1e-3, "{b:?}");
         }

@@ -42,25 +42,16 @@ impl ModelStore {
         let path = dir.join("manifest.toml");
         let (text, source) = match std::fs::read_to_string(&path) {
             Ok(text) => (text, path.display().to_string()),
-            Err(_) => (
-                EMBEDDED_MANIFEST.to_owned(),
-                "<embedded manifest>".to_owned(),
-            ),
+            Err(_) => (EMBEDDED_MANIFEST.to_owned(), "<embedded manifest>".to_owned()),
         };
-        let entries = toml::from_str(&text).map_err(|e| DetectError::Model {
-            name: source,
-            reason: format!("invalid manifest: {e}"),
-        })?;
-        Ok(Self {
-            dir: dir.to_owned(),
-            entries,
-        })
+        let entries = toml::from_str(&text)
+            .map_err(|e| DetectError::Model { name: source, reason: format!("invalid manifest: {e}") })?;
+        Ok(Self { dir: dir.to_owned(), entries })
     }
 
     /// The models directory from the environment, or `models`.
     pub fn default_dir() -> PathBuf {
-        std::env::var_os("SMART_CCTV_MODELS_DIR")
-            .map_or_else(|| PathBuf::from(DEFAULT_MODELS_DIR), PathBuf::from)
+        std::env::var_os("SMART_CCTV_MODELS_DIR").map_or_else(|| PathBuf::from(DEFAULT_MODELS_DIR), PathBuf::from)
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -74,18 +65,12 @@ impl ModelStore {
             return if path.is_file() {
                 Ok(path)
             } else {
-                Err(DetectError::Weights {
-                    path: model.to_owned(),
-                    reason: "not found".into(),
-                })
+                Err(DetectError::Weights { path: model.to_owned(), reason: "not found".into() })
             };
         }
         let entry = self.entries.get(model).ok_or_else(|| DetectError::Model {
             name: model.to_owned(),
-            reason: format!(
-                "unknown model; known: {}, or give a path to a .safetensors file",
-                self.names().join(", ")
-            ),
+            reason: format!("unknown model; known: {}, or give a path to a .safetensors file", self.names().join(", ")),
         })?;
         let local = self.dir.join(&entry.file);
         if local.is_file() {
@@ -105,25 +90,19 @@ impl ModelStore {
     fn download(&self, name: &str, entry: &ModelEntry, dest: &Path) -> Result<(), String> {
         let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned());
         tracing::info!(model = name, repo = %entry.repo, file = %entry.file, %endpoint, "downloading weights");
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let cache = self.dir.join(".hf-cache");
         let api = hf_hub::api::sync::ApiBuilder::from_env()
             .with_cache_dir(cache.clone())
             .with_progress(std::io::stderr().is_terminal())
             .build()
             .map_err(|e| e.to_string())?;
-        let fetched = api
-            .model(entry.repo.clone())
-            .get(&entry.file)
-            .map_err(|e| format!("{endpoint}: {e}"))?;
+        let fetched = api.model(entry.repo.clone()).get(&entry.file).map_err(|e| format!("{endpoint}: {e}"))?;
         if let Some(expected) = &entry.sha256 {
             let actual = sha256_file(&fetched).map_err(|e| e.to_string())?;
             if !actual.eq_ignore_ascii_case(expected) {
                 let _ = std::fs::remove_dir_all(&cache);
-                return Err(format!(
-                    "sha256 mismatch: expected {expected}, got {actual}"
-                ));
+                return Err(format!("sha256 mismatch: expected {expected}, got {actual}"));
             }
         }
         // Copy out of the hub cache layout so `models/` holds plain files.
@@ -142,9 +121,5 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut file = std::fs::File::open(path)?;
     std::io::copy(&mut file, &mut hasher)?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

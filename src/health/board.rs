@@ -37,18 +37,39 @@ pub struct ChildHealth {
     pub last_error: Option<String>,
 }
 
+/// The condition of something that is not a supervised child but matters to
+/// health: a camera that is running but not streaming, say.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentHealth {
+    pub ok: bool,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One thing that is down, as `/healthz` names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Down {
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// What `/healthz` says.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthReport {
     pub healthy: bool,
-    /// Permanent children that are not up, by path, with why.
-    pub down: BTreeMap<String, ChildHealth>,
+    /// Permanent children that are not up and components that are not ok,
+    /// by path, with why.
+    pub down: BTreeMap<String, Down>,
 }
 
-/// Shared table of child states, keyed by tree path (`root/http`).
+/// Shared table of child states, keyed by tree path (`root/http`), and of
+/// component conditions (`camera/front`).
 #[derive(Debug, Clone, Default)]
 pub struct HealthBoard {
     children: Arc<Mutex<BTreeMap<String, ChildHealth>>>,
+    components: Arc<Mutex<BTreeMap<String, ComponentHealth>>>,
 }
 
 impl HealthBoard {
@@ -65,15 +86,13 @@ impl HealthBoard {
     /// Records a transition and mirrors it into the metrics.
     pub fn set(&self, path: &str, restart: Restart, state: ChildState, error: Option<String>) {
         let mut children = self.lock();
-        let row = children
-            .entry(path.to_owned())
-            .or_insert_with(|| ChildHealth {
-                state,
-                restart,
-                restarts: 0,
-                since: SystemTime::now(),
-                last_error: None,
-            });
+        let row = children.entry(path.to_owned()).or_insert_with(|| ChildHealth {
+            state,
+            restart,
+            restarts: 0,
+            since: SystemTime::now(),
+            last_error: None,
+        });
         if row.state != state {
             row.since = SystemTime::now();
         }
@@ -82,8 +101,11 @@ impl HealthBoard {
         if error.is_some() {
             row.last_error = error;
         }
-        metrics::gauge!("smart_cctv_child_up", "child" => path.to_owned())
-            .set(if state == ChildState::Up { 1.0 } else { 0.0 });
+        metrics::gauge!("smart_cctv_child_up", "child" => path.to_owned()).set(if state == ChildState::Up {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     /// Counts one restart of `path`.
@@ -91,14 +113,27 @@ impl HealthBoard {
         if let Some(row) = self.lock().get_mut(path) {
             row.restarts += 1;
         }
-        metrics::counter!("smart_cctv_child_restarts_total", "child" => path.to_owned())
-            .increment(1);
+        metrics::counter!("smart_cctv_child_restarts_total", "child" => path.to_owned()).increment(1);
     }
 
     /// Forgets a child that was removed for good (a dynamic child).
     pub fn remove(&self, path: &str) {
         self.lock().remove(path);
         metrics::gauge!("smart_cctv_child_up", "child" => path.to_owned()).set(0.0);
+    }
+
+    /// Records a component's condition (`camera/front`: streaming or not).
+    pub fn set_component(&self, path: &str, ok: bool, state: &str, error: Option<String>) {
+        let mut components = self.components.lock().unwrap_or_else(|p| p.into_inner());
+        components.insert(path.to_owned(), ComponentHealth { ok, state: state.to_owned(), error });
+    }
+
+    pub fn remove_component(&self, path: &str) {
+        self.components.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
+    }
+
+    pub fn components(&self) -> BTreeMap<String, ComponentHealth> {
+        self.components.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, ChildHealth> {
@@ -109,18 +144,21 @@ impl HealthBoard {
         self.lock().get(path).cloned()
     }
 
-    /// Healthy when every permanent child is up.
+    /// Healthy when every permanent child is up and every component is ok.
     pub fn report(&self) -> HealthReport {
-        let down: BTreeMap<_, _> = self
+        let mut down: BTreeMap<String, Down> = self
             .lock()
             .iter()
             .filter(|(_, c)| c.restart == Restart::Permanent && c.state != ChildState::Up)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, c)| {
+                let state = serde_json::to_value(c.state).ok().and_then(|v| v.as_str().map(str::to_owned));
+                (k.clone(), Down { state: state.unwrap_or_default(), error: c.last_error.clone() })
+            })
             .collect();
-        HealthReport {
-            healthy: down.is_empty(),
-            down,
+        for (k, c) in self.components().into_iter().filter(|(_, c)| !c.ok) {
+            down.insert(k, Down { state: c.state, error: c.error });
         }
+        HealthReport { healthy: down.is_empty(), down }
     }
 }
 
@@ -129,10 +167,7 @@ mod unix_seconds {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let secs = t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         s.serialize_f64(secs)
     }
 }
@@ -147,15 +182,17 @@ mod tests {
         board.set("root/a", Restart::Permanent, ChildState::Up, None);
         board.set("root/t", Restart::Transient, ChildState::Stopped, None);
         assert!(board.report().healthy);
-        board.set(
-            "root/a",
-            Restart::Permanent,
-            ChildState::Backoff,
-            Some("boom".into()),
-        );
+        board.set("root/a", Restart::Permanent, ChildState::Backoff, Some("boom".into()));
         let report = board.report();
         assert!(!report.healthy);
         assert_eq!(report.down.keys().collect::<Vec<_>>(), vec!["root/a"]);
-        assert_eq!(report.down["root/a"].last_error.as_deref(), Some("boom"));
+        assert_eq!(report.down["root/a"].error.as_deref(), Some("boom"));
+        assert_eq!(report.down["root/a"].state, "backoff");
+        board.set("root/a", Restart::Permanent, ChildState::Up, None);
+        board.set_component("camera/front", false, "auth_failed", Some("401".into()));
+        let report = board.report();
+        assert_eq!(report.down.keys().collect::<Vec<_>>(), vec!["camera/front"]);
+        board.set_component("camera/front", true, "streaming", None);
+        assert!(board.report().healthy);
     }
 }

@@ -84,34 +84,23 @@ impl Actor for Watchdog {
                 let timeout_ms = state.probe_timeout.as_millis() as u64;
                 match call_t!(state.tree, SupervisorMsg::Children, timeout_ms) {
                     Ok(children) => {
-                        tracing::debug!(
-                            children = children.len(),
-                            "watchdog: supervision tree answered"
-                        );
+                        tracing::debug!(children = children.len(), "watchdog: supervision tree answered");
                         if state.systemd {
-                            if let Err(e) =
-                                sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog])
-                            {
+                            if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]) {
                                 tracing::warn!("cannot notify systemd watchdog: {e}");
                             } else {
                                 metrics::counter!("smart_cctv_watchdog_pets_total").increment(1);
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(
-                        "supervision tree did not answer ({e}); not petting the watchdog"
-                    ),
+                    Err(e) => tracing::warn!("supervision tree did not answer ({e}); not petting the watchdog"),
                 }
             }
         }
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _: ActorRef<WatchdogMsg>,
-        state: &mut WatchdogState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _: ActorRef<WatchdogMsg>, state: &mut WatchdogState) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
         Ok(())
     }
@@ -124,10 +113,7 @@ mod tests {
     #[test]
     fn watchdog_env_follows_sd_watchdog_enabled() {
         assert_eq!(watchdog_usec(Some("3000000"), None, 7), Some(3_000_000));
-        assert_eq!(
-            watchdog_usec(Some("3000000"), Some("7"), 7),
-            Some(3_000_000)
-        );
+        assert_eq!(watchdog_usec(Some("3000000"), Some("7"), 7), Some(3_000_000));
         assert_eq!(watchdog_usec(Some("3000000"), Some("8"), 7), None);
         assert_eq!(watchdog_usec(Some("0"), None, 7), None);
         assert_eq!(watchdog_usec(Some("soon"), None, 7), None);

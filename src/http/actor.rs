@@ -43,11 +43,7 @@ impl Actor for HttpServer {
     type State = HttpState;
     type Arguments = HttpArgs;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<HttpMsg>,
-        args: HttpArgs,
-    ) -> Result<HttpState, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<HttpMsg>, args: HttpArgs) -> Result<HttpState, ActorProcessingErr> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -66,28 +62,16 @@ impl Actor for HttpServer {
             };
             let _ = myself.cast(HttpMsg::ServeEnded(why));
         });
-        Ok(HttpState {
-            shutdown: Some(tx),
-            task: AbortOnDrop(task),
-        })
+        Ok(HttpState { shutdown: Some(tx), task: AbortOnDrop(task) })
     }
 
-    async fn handle(
-        &self,
-        _: ActorRef<HttpMsg>,
-        msg: HttpMsg,
-        _: &mut HttpState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, _: ActorRef<HttpMsg>, msg: HttpMsg, _: &mut HttpState) -> Result<(), ActorProcessingErr> {
         match msg {
             HttpMsg::ServeEnded(why) => Err(format!("http server ended: {why}").into()),
         }
     }
 
-    async fn post_stop(
-        &self,
-        _: ActorRef<HttpMsg>,
-        state: &mut HttpState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _: ActorRef<HttpMsg>, state: &mut HttpState) -> Result<(), ActorProcessingErr> {
         if let Some(tx) = state.shutdown.take() {
             let _ = tx.send(());
         }

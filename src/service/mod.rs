@@ -77,10 +77,8 @@ pub async fn run(opts: ServiceOptions) -> Result<i32, ServiceError> {
     let config = loaded.config;
     let data_dir = config.storage.data_dir.clone();
     let logs = data_dir.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|source| ServiceError::DataDir {
-        dir: logs.display().to_string(),
-        source,
-    })?;
+    std::fs::create_dir_all(&logs)
+        .map_err(|source| ServiceError::DataDir { dir: logs.display().to_string(), source })?;
     let logging = logging::init(Some(&logs), opts.log_format, &config.monitoring.log_level)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
@@ -94,11 +92,8 @@ pub async fn run(opts: ServiceOptions) -> Result<i32, ServiceError> {
         "starting smart-cctv"
     );
 
-    let policy =
-        SupervisionPolicy::load(opts.supervision_path.as_deref()).map_err(ServiceError::Policy)?;
-    policy
-        .check_components(topology::COMPONENTS)
-        .map_err(ServiceError::Policy)?;
+    let policy = SupervisionPolicy::load(opts.supervision_path.as_deref()).map_err(ServiceError::Policy)?;
+    policy.check_components(topology::COMPONENTS, topology::DYNAMIC).map_err(ServiceError::Policy)?;
     tracing::info!(source = %policy.source, "supervision tree: {policy}");
 
     let metrics = crate::telemetry::metrics::install()?;
@@ -108,11 +103,8 @@ pub async fn run(opts: ServiceOptions) -> Result<i32, ServiceError> {
 
     let board = HealthBoard::new();
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
-    let components = topology::Components {
-        board: board.clone(),
-        metrics,
-        config: config_rx,
-    };
+    let components =
+        topology::Components::new(board.clone(), metrics, config_rx, Arc::new(crate::pipeline::LogDetections));
     let (escalate_tx, mut escalations) = mpsc::unbounded_channel();
     let args = SupervisorArgs {
         path: "root".into(),
@@ -123,9 +115,8 @@ pub async fn run(opts: ServiceOptions) -> Result<i32, ServiceError> {
         clock: tokio_clock(),
         on_escalate: Some(escalate_tx),
     };
-    let (root, root_done) = Actor::spawn(Some("root".into()), Supervisor, args)
-        .await
-        .map_err(|e| ServiceError::Start(e.to_string()))?;
+    let (root, root_done) =
+        Actor::spawn(Some("root".into()), Supervisor, args).await.map_err(|e| ServiceError::Start(e.to_string()))?;
 
     metrics::gauge!("smart_cctv_up").set(1.0);
     metrics::gauge!("smart_cctv_config_generation").set(1.0);
@@ -135,10 +126,10 @@ pub async fn run(opts: ServiceOptions) -> Result<i32, ServiceError> {
     notify(sd_notify::NotifyState::Ready);
     tracing::info!("ready");
 
-    let mut reloader = Reloader::new(opts.clone(), config_tx, logging);
+    let mut reloader = Reloader::new(opts.clone(), config_tx, logging, components);
     let failed = loop {
         tokio::select! {
-            _ = hangups.recv() => reloader.reload(),
+            _ = hangups.recv() => reloader.reload().await,
             _ = terms.recv() => break None,
             _ = ints.recv() => break None,
             reason = escalations.recv() => break Some(reason.unwrap_or_else(|| "root supervisor ended".into())),
@@ -147,9 +138,7 @@ pub async fn run(opts: ServiceOptions) -> Result<i32, ServiceError> {
     metrics::gauge!("smart_cctv_up").set(0.0);
 
     if let Some(reason) = failed {
-        tracing::error!(
-            "supervision tree gave up, exiting so the service manager restarts us: {reason}"
-        );
+        tracing::error!("supervision tree gave up, exiting so the service manager restarts us: {reason}");
         let _ = tokio::time::timeout(Duration::from_secs(5), root_done).await;
         return Ok(1);
     }

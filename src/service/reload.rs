@@ -1,9 +1,12 @@
 //! SIGHUP: re-read, validate, diff, apply. A config that fails any step is
 //! rejected whole; the running one stays.
 
+use super::topology::{Components, camera_sink, camera_spec};
 use super::{ServiceOptions, load_config};
 use crate::config::{Config, ConfigDiff, Problem};
+use crate::supervision::SupervisorMsg;
 use crate::telemetry::logging::Logging;
+use ractor::{ActorRef, call_t};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -12,28 +15,27 @@ pub struct Reloader {
     /// Components watch this; sending applies the new config.
     config: watch::Sender<Arc<Config>>,
     logging: Logging,
+    components: Components,
     generation: u64,
 }
 
 impl Reloader {
-    pub fn new(opts: ServiceOptions, config: watch::Sender<Arc<Config>>, logging: Logging) -> Self {
-        Self {
-            opts,
-            config,
-            logging,
-            generation: 1,
-        }
+    pub fn new(
+        opts: ServiceOptions,
+        config: watch::Sender<Arc<Config>>,
+        logging: Logging,
+        components: Components,
+    ) -> Self {
+        Self { opts, config, logging, components, generation: 1 }
     }
 
-    pub fn reload(&mut self) {
+    pub async fn reload(&mut self) {
         tracing::info!("SIGHUP: reloading configuration");
         match self.try_reload() {
             Ok(diff) => {
                 metrics::counter!("smart_cctv_config_reloads_total").increment(1);
-                tracing::info!(
-                    generation = self.generation,
-                    "configuration reloaded: {diff}"
-                );
+                tracing::info!(generation = self.generation, "configuration reloaded: {diff}");
+                self.apply_cameras(&diff).await;
             }
             Err(problems) => {
                 metrics::counter!("smart_cctv_config_reload_failures_total").increment(1);
@@ -64,5 +66,35 @@ impl Reloader {
         metrics::gauge!("smart_cctv_config_generation").set(self.generation as f64);
         self.config.send_replace(Arc::new(loaded.config));
         Ok(diff)
+    }
+
+    /// Restarts only the cameras that were added, removed or changed.
+    async fn apply_cameras(&self, diff: &ConfigDiff) {
+        let d = &diff.cameras;
+        if d.is_empty() {
+            return;
+        }
+        let Some(cell) = ractor::registry::where_is(String::from("cameras")) else {
+            tracing::warn!("no cameras supervisor is running; camera changes apply when it starts");
+            return;
+        };
+        let cameras: ActorRef<SupervisorMsg> = cell.into();
+        for id in d.to_remove.iter().chain(&d.to_change) {
+            if let Err(e) = call_t!(cameras, SupervisorMsg::StopChild, 30_000, id.clone()) {
+                tracing::error!(camera = %id, "cannot stop camera: {e}");
+            }
+        }
+        let config = self.config.borrow().clone();
+        let sink = camera_sink(&self.components, &config);
+        for camera in
+            config.cameras.iter().filter(|c| c.enabled && (d.to_add.contains(&c.id) || d.to_change.contains(&c.id)))
+        {
+            let spec = camera_spec(camera, &config, sink.clone(), &self.components);
+            match call_t!(cameras, SupervisorMsg::StartChild, 30_000, spec) {
+                Ok(Ok(())) => tracing::info!(camera = %camera.id, "camera started"),
+                Ok(Err(e)) => tracing::error!(camera = %camera.id, "camera did not start: {e}"),
+                Err(e) => tracing::error!(camera = %camera.id, "cameras supervisor did not answer: {e}"),
+            }
+        }
     }
 }

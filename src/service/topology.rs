@@ -1,20 +1,33 @@
 //! From policy to running children: each leaf in `supervision.toml` names a
 //! component, and this is the one place that knows how to start each.
+//! `cameras` and `inference` are supervisors whose children come from the
+//! config: one camera actor per enabled camera, N inference workers.
 
-use crate::config::Config;
+use crate::camera::{CameraActor, CameraArgs, FrameSink};
+use crate::config::{CameraConfig, Config};
+use crate::detect::Detector;
 use crate::health::HealthBoard;
 use crate::health::watchdog::{Watchdog, WatchdogArgs, interval_from_env};
 use crate::http::{ApiState, HttpArgs, HttpServer};
-use crate::supervision::policy::SupervisorPolicy;
-use crate::supervision::{ChildSpec, StartFn, Supervisor, SupervisorArgs};
+use crate::pipeline::loader::{DetectorLoader, LoaderArgs};
+use crate::pipeline::worker::{InferenceWorker, WorkerArgs};
+use crate::pipeline::{DetectionSink, GatedSink, motion::MotionSettings, queue::FrameQueue};
+use crate::supervision::policy::{ChildPolicy, SupervisorPolicy};
+use crate::supervision::{ChildSpec, Restart, StartFn, Supervisor, SupervisorArgs};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, SpawnErr};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Component ids a `supervision.toml` leaf may name.
-pub const COMPONENTS: &[&str] = &["health", "http"];
+pub const COMPONENTS: &[&str] = &["health", "http", "detector"];
+/// Supervisors whose children come from the config.
+pub const DYNAMIC: &[&str] = &["cameras", "inference"];
+
+/// Frames queued per camera for inference; more would only add latency.
+const QUEUE_PER_CAMERA: usize = 2;
 
 /// What components are built from.
 #[derive(Clone)]
@@ -22,15 +35,57 @@ pub struct Components {
     pub board: HealthBoard,
     pub metrics: PrometheusHandle,
     pub config: watch::Receiver<Arc<Config>>,
+    pub frames: Arc<FrameQueue>,
+    pub detector: watch::Receiver<Option<Detector>>,
+    pub detector_tx: Arc<watch::Sender<Option<Detector>>>,
+    pub detections: Arc<dyn DetectionSink>,
+    /// The policy for children of dynamic supervisors.
+    pub defaults: Option<ChildPolicy>,
+}
+
+impl Components {
+    pub fn new(
+        board: HealthBoard,
+        metrics: PrometheusHandle,
+        config: watch::Receiver<Arc<Config>>,
+        detections: Arc<dyn DetectionSink>,
+    ) -> Self {
+        let (tx, rx) = watch::channel(None);
+        Self {
+            board,
+            metrics,
+            config,
+            frames: Arc::new(FrameQueue::new(QUEUE_PER_CAMERA)),
+            detector: rx,
+            detector_tx: Arc::new(tx),
+            detections,
+            defaults: None,
+        }
+    }
+
+    /// Camera frames pass the motion gates, then queue for inference.
+    fn camera_sink(&self, config: &Config) -> Arc<dyn FrameSink> {
+        let m = &config.processing.motion;
+        let settings = m.enabled.then(|| MotionSettings {
+            threshold: m.threshold,
+            min_area: m.min_area as f32,
+            keepalive: m.keepalive,
+            ..MotionSettings::default()
+        });
+        let masks: HashMap<String, Vec<Vec<(f32, f32)>>> = config
+            .cameras
+            .iter()
+            .map(|c| {
+                (c.id.clone(), c.motion_masks.iter().map(|poly| poly.iter().map(|p| (p[0], p[1])).collect()).collect())
+            })
+            .collect();
+        Arc::new(GatedSink::new(settings, masks, self.frames.clone()))
+    }
 }
 
 /// Specs for a supervisor's children, nested supervisors included.
-/// Ids were checked against [`COMPONENTS`] when the policy was loaded.
-pub fn child_specs(
-    policy: &SupervisorPolicy,
-    path: &str,
-    components: &Components,
-) -> Vec<ChildSpec> {
+/// Ids were checked against [`COMPONENTS`] and [`DYNAMIC`] when the policy was loaded.
+pub fn child_specs(policy: &SupervisorPolicy, path: &str, components: &Components) -> Vec<ChildSpec> {
     policy
         .children
         .iter()
@@ -38,7 +93,9 @@ pub fn child_specs(
             let start = match &child.supervisor {
                 Some(sub) => Some(start_supervisor(
                     sub.clone(),
+                    &child.id,
                     format!("{path}/{}", child.id),
+                    child.clone(),
                     components.clone(),
                 )),
                 None => start_component(&child.id, components),
@@ -48,24 +105,101 @@ pub fn child_specs(
         .collect()
 }
 
-fn start_supervisor(policy: SupervisorPolicy, path: String, components: Components) -> StartFn {
+fn start_supervisor(
+    policy: SupervisorPolicy,
+    id: &str,
+    path: String,
+    own: ChildPolicy,
+    components: Components,
+) -> StartFn {
+    let id = id.to_owned();
     Arc::new(move |parent| {
+        let mut components = components.clone();
+        components.defaults = Some(own.clone());
+        let children = match id.as_str() {
+            "cameras" => camera_specs(&components),
+            "inference" => worker_specs(&components),
+            _ => child_specs(&policy, &path, &components),
+        };
         let args = SupervisorArgs {
             path: path.clone(),
             strategy: policy.strategy,
             intensity: policy.intensity,
-            children: child_specs(&policy, &path, &components),
+            children,
             board: components.board.clone(),
             clock: crate::base::clock::tokio_clock(),
             on_escalate: None,
         };
-        Box::pin(async move {
-            Ok(Actor::spawn_linked(None, Supervisor, args, parent)
-                .await?
-                .0
-                .get_cell())
-        })
+        // Named so a reload can find it; the previous instance is gone
+        // before its supervisor starts a new one.
+        let name = DYNAMIC.contains(&id.as_str()).then(|| id.clone());
+        Box::pin(async move { Ok(Actor::spawn_linked(name, Supervisor, args, parent).await?.0.get_cell()) })
     })
+}
+
+fn dynamic_child(id: String, components: &Components, start: StartFn) -> ChildSpec {
+    let mut spec = ChildSpec {
+        start,
+        ..ChildSpec::new(id, Restart::Permanent, |_| async { Err(SpawnErr::StartupFailed("unused".into())) })
+    };
+    if let Some(own) = &components.defaults {
+        spec.backoff = own.backoff;
+        spec.reset_after = own.reset_after;
+    }
+    spec
+}
+
+/// One camera actor per enabled camera.
+pub fn camera_specs(components: &Components) -> Vec<ChildSpec> {
+    let config = components.config.borrow().clone();
+    let sink = components.camera_sink(&config);
+    config.cameras.iter().filter(|c| c.enabled).map(|c| camera_spec(c, &config, sink.clone(), components)).collect()
+}
+
+pub fn camera_spec(
+    camera: &CameraConfig,
+    config: &Config,
+    sink: Arc<dyn FrameSink>,
+    components: &Components,
+) -> ChildSpec {
+    let board = components.board.clone();
+    let camera = camera.clone();
+    let performance = config.performance.clone();
+    let analysis_size = config.processing.detection.size as u32;
+    let id = camera.id.clone();
+    let start: StartFn = Arc::new(move |parent| {
+        let args = CameraArgs {
+            config: camera.clone(),
+            performance: performance.clone(),
+            analysis_size,
+            sink: sink.clone(),
+            board: board.clone(),
+        };
+        Box::pin(async move { Ok(Actor::spawn_linked(None, CameraActor, args, parent).await?.0.get_cell()) })
+    });
+    dynamic_child(id, components, start)
+}
+
+/// The camera sink for a new config (reloads rebuild it so masks follow).
+pub fn camera_sink(components: &Components, config: &Config) -> Arc<dyn FrameSink> {
+    components.camera_sink(config)
+}
+
+fn worker_specs(components: &Components) -> Vec<ChildSpec> {
+    let workers = components.config.borrow().processing.detection.workers;
+    (0..workers)
+        .map(|i| {
+            let c = components.clone();
+            let start: StartFn = Arc::new(move |parent| {
+                let args =
+                    WorkerArgs { queue: c.frames.clone(), detector: c.detector.clone(), output: c.detections.clone() };
+                Box::pin(
+                    async move { Ok(Actor::spawn_linked(None, InferenceWorker, args, parent).await?.0.get_cell()) },
+                )
+            });
+            dynamic_child(format!("worker-{i}"), components, start)
+        })
+        .collect()
 }
 
 fn start_component(id: &str, components: &Components) -> Option<StartFn> {
@@ -73,36 +207,28 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
     let start: StartFn = match id {
         "health" => Arc::new(move |parent| {
             let (interval, systemd) = interval_from_env();
-            let args = WatchdogArgs {
-                tree: parent.clone(),
-                interval,
-                systemd,
-            };
-            Box::pin(async move {
-                Ok(Actor::spawn_linked(None, Watchdog, args, parent)
-                    .await?
-                    .0
-                    .get_cell())
-            })
+            let args = WatchdogArgs { tree: parent.clone(), interval, systemd };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, Watchdog, args, parent).await?.0.get_cell()) })
         }),
         "http" => Arc::new(move |parent| {
             let listen = c.config.borrow().http.listen.parse::<SocketAddr>();
-            let api = ApiState {
-                board: c.board.clone(),
-                metrics: c.metrics.clone(),
-                config: c.config.clone(),
-            };
+            let api = ApiState { board: c.board.clone(), metrics: c.metrics.clone(), config: c.config.clone() };
             Box::pin(async move {
                 // Validation already parsed it; this only guards a programming error.
-                let listen = listen
-                    .map_err(|e| SpawnErr::StartupFailed(format!("http.listen: {e}").into()))?;
-                Ok(
-                    Actor::spawn_linked(None, HttpServer, HttpArgs { listen, api }, parent)
-                        .await?
-                        .0
-                        .get_cell(),
-                )
+                let listen = listen.map_err(|e| SpawnErr::StartupFailed(format!("http.listen: {e}").into()))?;
+                Ok(Actor::spawn_linked(None, HttpServer, HttpArgs { listen, api }, parent).await?.0.get_cell())
             })
+        }),
+        "detector" => Arc::new(move |parent| {
+            let config = c.config.borrow().processing.detection.clone();
+            let args = LoaderArgs {
+                size: config.size,
+                config,
+                models_dir: crate::detect::weights::ModelStore::default_dir(),
+                board: c.board.clone(),
+                publish: c.detector_tx.clone(),
+            };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, DetectorLoader, args, parent).await?.0.get_cell()) })
         }),
         _ => return None,
     };

@@ -157,11 +157,7 @@ impl SupervisionPolicy {
             Some(path) => {
                 let name = path.display().to_string();
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    vec![PolicyError {
-                        file: name.clone(),
-                        key: "(file)".into(),
-                        message: e.to_string(),
-                    }]
+                    vec![PolicyError { file: name.clone(), key: "(file)".into(), message: e.to_string() }]
                 })?;
                 Self::parse(&text, &name)
             }
@@ -170,79 +166,61 @@ impl SupervisionPolicy {
 
     /// Parses and validates; every error names its key path.
     pub fn parse(text: &str, file: &str) -> Result<Self, Vec<PolicyError>> {
-        let error = |key: String, message: String| PolicyError {
-            file: file.to_owned(),
-            key,
-            message,
-        };
-        let deserializer = toml::Deserializer::parse(text)
-            .map_err(|e| vec![error("(syntax)".into(), e.message().to_owned())])?;
+        let error = |key: String, message: String| PolicyError { file: file.to_owned(), key, message };
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| vec![error("(syntax)".into(), e.message().to_owned())])?;
         let raw: RawFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
-            vec![error(
-                if key == "." {
-                    "(top level)".into()
-                } else {
-                    key
-                },
-                e.into_inner().message().to_owned(),
-            )]
+            vec![error(if key == "." { "(top level)".into() } else { key }, e.into_inner().message().to_owned())]
         })?;
 
         let mut problems = Vec::new();
         let defaults = Defaults::from_raw(&raw.defaults, &mut |k, m| problems.push(error(k, m)));
-        let root = build_supervisor(&raw.root, "root", &defaults, &mut |k, m| {
-            problems.push(error(k, m))
-        });
-        if problems.is_empty() {
-            Ok(Self {
-                source: file.to_owned(),
-                root,
-            })
-        } else {
-            Err(problems)
-        }
+        let root = build_supervisor(&raw.root, "root", &defaults, &mut |k, m| problems.push(error(k, m)));
+        if problems.is_empty() { Ok(Self { source: file.to_owned(), root }) } else { Err(problems) }
     }
 
-    /// Checks that every leaf child is a component this program knows.
-    pub fn check_components(&self, known: &[&str]) -> Result<(), Vec<PolicyError>> {
+    /// Checks that every leaf child is a component this program knows, and
+    /// that supervisors whose children come from the config (`dynamic`) list
+    /// none of their own.
+    pub fn check_components(&self, known: &[&str], dynamic: &[&str]) -> Result<(), Vec<PolicyError>> {
         let mut problems = Vec::new();
-        fn walk(s: &SupervisorPolicy, known: &[&str], file: &str, out: &mut Vec<PolicyError>) {
+        let file = self.source.as_str();
+        let mut problem =
+            |key: String, message: String| problems.push(PolicyError { file: file.to_owned(), key, message });
+        fn walk(s: &SupervisorPolicy, known: &[&str], dynamic: &[&str], problem: &mut dyn FnMut(String, String)) {
             for c in &s.children {
+                let is_dynamic = dynamic.contains(&c.id.as_str());
                 match &c.supervisor {
-                    Some(sub) => walk(sub, known, file, out),
-                    None if !known.contains(&c.id.as_str()) => out.push(PolicyError {
-                        file: file.to_owned(),
-                        key: format!("{}.id", c.key),
-                        message: format!(
-                            "unknown component `{}`; known: {}",
-                            c.id,
-                            known.join(", ")
+                    Some(sub) if is_dynamic && !sub.children.is_empty() => problem(
+                        format!("{}.supervisor.children", c.key),
+                        format!("`{}` takes its children from the configuration; list none here", c.id),
+                    ),
+                    Some(_) if is_dynamic => {}
+                    Some(sub) => walk(sub, known, dynamic, problem),
+                    None if is_dynamic => problem(
+                        format!("{}.supervisor", c.key),
+                        format!(
+                            "`{}` is a supervisor: give it a [supervisor] table with its strategy and intensity",
+                            c.id
                         ),
-                    }),
+                    ),
+                    None if !known.contains(&c.id.as_str()) => problem(
+                        format!("{}.id", c.key),
+                        format!("unknown component `{}`; known: {}", c.id, [known, dynamic].concat().join(", ")),
+                    ),
                     None => {}
                 }
             }
         }
-        walk(&self.root, known, &self.source, &mut problems);
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        walk(&self.root, known, dynamic, &mut problem);
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
     /// The longest a graceful stop of the whole tree may take.
     pub fn shutdown_budget(&self) -> Duration {
         fn sum(s: &SupervisorPolicy) -> Duration {
-            s.children
-                .iter()
-                .map(|c| {
-                    c.supervisor
-                        .as_ref()
-                        .map_or(c.shutdown, |sub| sum(sub).max(c.shutdown))
-                })
-                .sum()
+            s.children.iter().map(|c| c.supervisor.as_ref().map_or(c.shutdown, |sub| sum(sub).max(c.shutdown))).sum()
         }
         sum(&self.root)
     }
@@ -308,16 +286,10 @@ fn merge_backoff(
         );
     }
     if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
-        problem(
-            format!("{key}.multiplier"),
-            format!("{} must be a number >= 1.0", b.multiplier),
-        );
+        problem(format!("{key}.multiplier"), format!("{} must be a number >= 1.0", b.multiplier));
     }
     if !(0.0..=1.0).contains(&b.jitter) {
-        problem(
-            format!("{key}.jitter"),
-            format!("{} must be between 0.0 and 1.0", b.jitter),
-        );
+        problem(format!("{key}.jitter"), format!("{} must be between 0.0 and 1.0", b.jitter));
     }
     b
 }
@@ -332,57 +304,44 @@ fn build_supervisor(
         problem(format!("{key}.period"), "must be greater than zero".into());
     }
     let mut seen = HashSet::new();
-    let children =
-        raw.children
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let ckey = format!("{key}.children[{i}]");
-                if c.id.trim().is_empty() {
-                    problem(format!("{ckey}.id"), "must not be empty".into());
-                } else if !seen.insert(c.id.clone()) {
-                    problem(
-                        format!("{ckey}.id"),
-                        format!("duplicate child id `{}`", c.id),
-                    );
-                }
-                if c.id.contains('/') {
-                    problem(format!("{ckey}.id"), "must not contain `/`".into());
-                }
-                let shutdown = c.shutdown.unwrap_or(defaults.shutdown);
-                if shutdown.is_zero() {
-                    problem(
-                        format!("{ckey}.shutdown"),
-                        "must be greater than zero".into(),
-                    );
-                }
-                ChildPolicy {
-                    id: c.id.clone(),
-                    restart: c.restart.unwrap_or(defaults.restart),
-                    backoff: match c.backoff {
-                        Some(_) => merge_backoff(
-                            defaults.backoff,
-                            c.backoff,
-                            &format!("{ckey}.backoff"),
-                            problem,
-                        ),
-                        None => defaults.backoff,
-                    },
-                    shutdown,
-                    reset_after: c.reset_after.unwrap_or(defaults.reset_after),
-                    supervisor: c.supervisor.as_ref().map(|s| {
-                        build_supervisor(s, &format!("{ckey}.supervisor"), defaults, problem)
-                    }),
-                    key: ckey,
-                }
-            })
-            .collect();
+    let children = raw
+        .children
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let ckey = format!("{key}.children[{i}]");
+            if c.id.trim().is_empty() {
+                problem(format!("{ckey}.id"), "must not be empty".into());
+            } else if !seen.insert(c.id.clone()) {
+                problem(format!("{ckey}.id"), format!("duplicate child id `{}`", c.id));
+            }
+            if c.id.contains('/') {
+                problem(format!("{ckey}.id"), "must not contain `/`".into());
+            }
+            let shutdown = c.shutdown.unwrap_or(defaults.shutdown);
+            if shutdown.is_zero() {
+                problem(format!("{ckey}.shutdown"), "must be greater than zero".into());
+            }
+            ChildPolicy {
+                id: c.id.clone(),
+                restart: c.restart.unwrap_or(defaults.restart),
+                backoff: match c.backoff {
+                    Some(_) => merge_backoff(defaults.backoff, c.backoff, &format!("{ckey}.backoff"), problem),
+                    None => defaults.backoff,
+                },
+                shutdown,
+                reset_after: c.reset_after.unwrap_or(defaults.reset_after),
+                supervisor: c
+                    .supervisor
+                    .as_ref()
+                    .map(|s| build_supervisor(s, &format!("{ckey}.supervisor"), defaults, problem)),
+                key: ckey,
+            }
+        })
+        .collect();
     SupervisorPolicy {
         strategy: raw.strategy,
-        intensity: Intensity {
-            max_restarts: raw.max_restarts,
-            period: raw.period,
-        },
+        intensity: Intensity { max_restarts: raw.max_restarts, period: raw.period },
         children,
     }
 }
@@ -392,11 +351,7 @@ mod tests {
     use super::*;
 
     fn keys(text: &str) -> Vec<String> {
-        SupervisionPolicy::parse(text, "t.toml")
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.key)
-            .collect()
+        SupervisionPolicy::parse(text, "t.toml").unwrap_err().into_iter().map(|e| e.key).collect()
     }
 
     const ROOT: &str = "[root]\nstrategy = \"one_for_one\"\nmax_restarts = 3\nperiod = \"10s\"\n";
@@ -409,40 +364,26 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_path() {
-        assert_eq!(
-            keys("[root]\nstrategy = \"one_for_some\"\nmax_restarts = 1\nperiod = \"1s\""),
-            ["root.strategy"]
-        );
+        assert_eq!(keys("[root]\nstrategy = \"one_for_some\"\nmax_restarts = 1\nperiod = \"1s\""), ["root.strategy"]);
         assert_eq!(
             keys("[root]\nstrategy = \"one_for_one\"\nmax_restarts = -1\nperiod = \"1s\""),
             ["root.max_restarts"]
         );
+        assert_eq!(keys("[root]\nstrategy = \"one_for_one\"\nmax_restarts = 1\nperiod = \"soon\""), ["root.period"]);
         assert_eq!(
-            keys("[root]\nstrategy = \"one_for_one\"\nmax_restarts = 1\nperiod = \"soon\""),
-            ["root.period"]
-        );
-        assert_eq!(
-            keys(&format!(
-                "{ROOT}[[root.children]]\nid = \"a\"\nbackoff = {{ jitter = 1.5 }}"
-            )),
+            keys(&format!("{ROOT}[[root.children]]\nid = \"a\"\nbackoff = {{ jitter = 1.5 }}")),
             ["root.children[0].backoff.jitter"]
         );
         assert_eq!(
-            keys(&format!(
-                "{ROOT}[[root.children]]\nid = \"a\"\n[[root.children]]\nid = \"a\""
-            )),
+            keys(&format!("{ROOT}[[root.children]]\nid = \"a\"\n[[root.children]]\nid = \"a\"")),
             ["root.children[1].id"]
         );
         assert_eq!(
-            keys(&format!(
-                "{ROOT}[[root.children]]\nid = \"a\"\nrestart = \"sometimes\""
-            )),
+            keys(&format!("{ROOT}[[root.children]]\nid = \"a\"\nrestart = \"sometimes\"")),
             ["root.children[0].restart"]
         );
         assert_eq!(
-            keys(&format!(
-                "{ROOT}[[root.children]]\nid = \"a\"\ncolour = \"red\""
-            )),
+            keys(&format!("{ROOT}[[root.children]]\nid = \"a\"\ncolour = \"red\"")),
             ["root.children[0].colour"]
         );
         assert_eq!(
@@ -455,12 +396,9 @@ mod tests {
 
     #[test]
     fn unknown_components_are_named() {
-        let policy = SupervisionPolicy::parse(
-            &format!("{ROOT}[[root.children]]\nid = \"teleporter\""),
-            "t.toml",
-        )
-        .unwrap();
-        let errors = policy.check_components(&["http"]).unwrap_err();
+        let policy =
+            SupervisionPolicy::parse(&format!("{ROOT}[[root.children]]\nid = \"teleporter\""), "t.toml").unwrap();
+        let errors = policy.check_components(&["http"], &["cameras"]).unwrap_err();
         assert_eq!(errors[0].key, "root.children[0].id");
         assert!(errors[0].message.contains("teleporter"));
     }
@@ -471,9 +409,7 @@ mod tests {
             "[defaults]\nrestart = \"transient\"\nshutdown = \"2s\"\nbackoff = {{ initial = \"1s\" }}\n{ROOT}[[root.children]]\nid = \"a\"\n[[root.children]]\nid = \"b\"\nbackoff = {{ max = \"5s\" }}"
         );
         let policy = SupervisionPolicy::parse(&text, "t.toml").unwrap();
-        let [a, b] = &policy.root.children[..] else {
-            panic!("two children")
-        };
+        let [a, b] = &policy.root.children[..] else { panic!("two children") };
         assert_eq!(a.restart, Restart::Transient);
         assert_eq!(a.shutdown, Duration::from_secs(2));
         assert_eq!(a.backoff.initial, Duration::from_secs(1));

@@ -50,12 +50,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-            multiplier: 2.0,
-            jitter: 0.2,
-        }
+        Self { initial: Duration::from_millis(500), max: Duration::from_secs(30), multiplier: 2.0, jitter: 0.2 }
     }
 }
 
@@ -89,10 +84,7 @@ pub struct RestartWindow {
 
 impl RestartWindow {
     pub fn new(intensity: Intensity) -> Self {
-        Self {
-            intensity,
-            restarts: VecDeque::new(),
-        }
+        Self { intensity, restarts: VecDeque::new() }
     }
 
     /// Records a restart at `now`. Returns `false` when it is one too many:
@@ -121,11 +113,8 @@ impl RestartWindow {
 }
 
 /// Starts a child linked to the given supervisor and returns its cell.
-pub type StartFn = Arc<
-    dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>
-        + Send
-        + Sync,
->;
+pub type StartFn =
+    Arc<dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>> + Send + Sync>;
 
 /// One child of a supervisor.
 #[derive(Clone)]

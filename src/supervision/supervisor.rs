@@ -89,12 +89,7 @@ impl SupervisorState {
 
     fn mark(&self, idx: usize, state: ChildState, error: Option<String>) {
         let child = &self.children[idx];
-        self.board.set(
-            &self.child_path(&child.spec.id),
-            child.spec.restart,
-            state,
-            error,
-        );
+        self.board.set(&self.child_path(&child.spec.id), child.spec.restart, state, error);
     }
 
     fn set_state(&mut self, idx: usize, state: ChildState, error: Option<String>) {
@@ -104,9 +99,7 @@ impl SupervisorState {
 
     fn index_of_cell(&self, cell: &ActorCell) -> Option<usize> {
         let id = cell.get_id();
-        self.children
-            .iter()
-            .position(|c| c.cell.as_ref().is_some_and(|own| own.get_id() == id))
+        self.children.iter().position(|c| c.cell.as_ref().is_some_and(|own| own.get_id() == id))
     }
 
     /// The children that restart when child `idx` fails.
@@ -142,11 +135,7 @@ impl SupervisorState {
             return;
         };
         let timeout = self.children[idx].spec.shutdown;
-        if cell
-            .stop_and_wait(Some("supervisor stop".into()), Some(timeout))
-            .await
-            .is_err()
-        {
+        if cell.stop_and_wait(Some("supervisor stop".into()), Some(timeout)).await.is_err() {
             tracing::warn!(
                 child = %self.child_path(&self.children[idx].spec.id),
                 timeout = %humantime::format_duration(timeout),
@@ -214,10 +203,7 @@ impl SupervisorState {
         }
 
         let child = &mut self.children[idx];
-        if child
-            .started_at
-            .is_some_and(|t| now.saturating_duration_since(t) >= child.spec.reset_after)
-        {
+        if child.started_at.is_some_and(|t| now.saturating_duration_since(t) >= child.spec.reset_after) {
             child.attempt = 0;
         }
         child.attempt += 1;
@@ -229,8 +215,7 @@ impl SupervisorState {
             self.children[j].pending = Some(token);
             let error = (j == idx).then(|| reason.clone());
             self.set_state(j, ChildState::Backoff, error);
-            self.board
-                .count_restart(&self.child_path(&self.children[j].spec.id));
+            self.board.count_restart(&self.child_path(&self.children[j].spec.id));
         }
         // Temporary siblings stopped by the strategy are not restarted.
         let removed: Vec<String> = group
@@ -273,11 +258,7 @@ impl SupervisorState {
         self.intensity_period
     }
 
-    async fn run_restart(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        token: u64,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn run_restart(&mut self, myself: &ActorRef<SupervisorMsg>, token: u64) -> Result<(), ActorProcessingErr> {
         let mut idx = 0;
         while idx < self.children.len() {
             if self.children[idx].pending == Some(token) {
@@ -293,14 +274,7 @@ impl SupervisorState {
     }
 
     fn report(&self) -> Vec<ChildReport> {
-        self.children
-            .iter()
-            .map(|c| ChildReport {
-                id: c.spec.id.clone(),
-                state: c.state,
-                starts: c.starts,
-            })
-            .collect()
+        self.children.iter().map(|c| ChildReport { id: c.spec.id.clone(), state: c.state, starts: c.starts }).collect()
     }
 }
 
@@ -357,11 +331,7 @@ impl Actor for Supervisor {
         Ok(state)
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         state.stop_all(ChildState::Stopped).await;
         Ok(())
     }
@@ -376,10 +346,7 @@ impl Actor for Supervisor {
             SupervisorMsg::Restart { token } => state.run_restart(&myself, token).await?,
             SupervisorMsg::StartChild(spec, reply) => {
                 if state.children.iter().any(|c| c.spec.id == spec.id) {
-                    let _ = reply.send(Err(format!(
-                        "{}: child {} already exists",
-                        state.path, spec.id
-                    )));
+                    let _ = reply.send(Err(format!("{}: child {} already exists", state.path, spec.id)));
                     return Ok(());
                 }
                 state.children.push(Child {

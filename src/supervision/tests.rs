@@ -35,20 +35,12 @@ impl Actor for Probe {
     type State = ProbeArgs;
     type Arguments = ProbeArgs;
 
-    async fn pre_start(
-        &self,
-        _: ActorRef<ProbeMsg>,
-        args: ProbeArgs,
-    ) -> Result<ProbeArgs, ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<ProbeMsg>, args: ProbeArgs) -> Result<ProbeArgs, ActorProcessingErr> {
         let _ = args.events.send(Event::Started(args.id));
         Ok(args)
     }
 
-    async fn post_stop(
-        &self,
-        _: ActorRef<ProbeMsg>,
-        state: &mut ProbeArgs,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _: ActorRef<ProbeMsg>, state: &mut ProbeArgs) -> Result<(), ActorProcessingErr> {
         let _ = state.events.send(Event::Stopped(state.id));
         Ok(())
     }
@@ -70,12 +62,7 @@ impl Actor for Probe {
     }
 }
 
-fn probe(
-    id: &'static str,
-    restart: Restart,
-    events: &mpsc::UnboundedSender<Event>,
-    initial: Duration,
-) -> ChildSpec {
+fn probe(id: &'static str, restart: Restart, events: &mpsc::UnboundedSender<Event>, initial: Duration) -> ChildSpec {
     let events = events.clone();
     let mut spec = ChildSpec::new(id, restart, move |sup| {
         let events = events.clone();
@@ -90,12 +77,7 @@ fn probe(
             Ok(actor.get_cell())
         }
     });
-    spec.backoff = Backoff {
-        initial,
-        max: initial * 8,
-        multiplier: 2.0,
-        jitter: 0.0,
-    };
+    spec.backoff = Backoff { initial, max: initial * 8, multiplier: 2.0, jitter: 0.0 };
     spec
 }
 
@@ -117,30 +99,19 @@ async fn start_tree(
     let args = SupervisorArgs {
         path: "root".into(),
         strategy,
-        intensity: Intensity {
-            max_restarts,
-            period: Duration::from_secs(10),
-        },
+        intensity: Intensity { max_restarts, period: Duration::from_secs(10) },
         children: children(&tx),
         board: board.clone(),
         clock: tokio_clock(),
         on_escalate: Some(esc_tx),
     };
     let (sup, _) = Actor::spawn(None, Supervisor, args).await.unwrap();
-    Tree {
-        sup,
-        board,
-        events,
-        escalations,
-    }
+    Tree { sup, board, events, escalations }
 }
 
 impl Tree {
     async fn next(&mut self) -> Event {
-        tokio::time::timeout(Duration::from_secs(60), self.events.recv())
-            .await
-            .unwrap()
-            .unwrap()
+        tokio::time::timeout(Duration::from_secs(60), self.events.recv()).await.unwrap().unwrap()
     }
 
     async fn expect(&mut self, expected: &[Event]) {
@@ -154,30 +125,21 @@ impl Tree {
         let cells = self.sup.get_children();
         let cell = cells
             .into_iter()
-            .find(|c| {
-                c.get_name()
-                    .is_some_and(|n| n.starts_with(&format!("probe-{id}-")))
-            })
+            .find(|c| c.get_name().is_some_and(|n| n.starts_with(&format!("probe-{id}-"))))
             .unwrap_or_else(|| panic!("child {id} is not running"));
         cell.into()
     }
 
     async fn starts(&self, id: &str) -> u64 {
         let children = call_t!(self.sup, SupervisorMsg::Children, 1000).unwrap();
-        children
-            .into_iter()
-            .find(|c| c.id == id)
-            .map_or(0, |c| c.starts)
+        children.into_iter().find(|c| c.id == id).map_or(0, |c| c.starts)
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn panicking_child_is_restarted_after_its_backoff() {
     let backoff = Duration::from_millis(800);
-    let mut tree = start_tree(Strategy::OneForOne, 3, |tx| {
-        vec![probe("a", Restart::Permanent, tx, backoff)]
-    })
-    .await;
+    let mut tree = start_tree(Strategy::OneForOne, 3, |tx| vec![probe("a", Restart::Permanent, tx, backoff)]).await;
     tree.expect(&[Event::Started("a")]).await;
     assert_eq!(tree.board.get("root/a").unwrap().state, ChildState::Up);
 
@@ -185,10 +147,7 @@ async fn panicking_child_is_restarted_after_its_backoff() {
     tree.child("a").cast(ProbeMsg::Panic).unwrap();
     tree.expect(&[Event::Started("a")]).await;
     let waited = failed_at.elapsed();
-    assert!(
-        waited >= backoff && waited < backoff + Duration::from_millis(50),
-        "restarted after {waited:?}"
-    );
+    assert!(waited >= backoff && waited < backoff + Duration::from_millis(50), "restarted after {waited:?}");
     assert_eq!(tree.starts("a").await, 2);
     let health = tree.board.get("root/a").unwrap();
     assert_eq!((health.state, health.restarts), (ChildState::Up, 1));
@@ -212,28 +171,15 @@ async fn rest_for_one_restarts_later_siblings_only() {
         ]
     })
     .await;
-    tree.expect(&[
-        Event::Started("a"),
-        Event::Started("b"),
-        Event::Started("c"),
-    ])
-    .await;
+    tree.expect(&[Event::Started("a"), Event::Started("b"), Event::Started("c")]).await;
 
     tree.child("b").cast(ProbeMsg::Panic).unwrap();
     // c is stopped (b died by panic, so no Stopped for b), then b and c start in order.
-    tree.expect(&[
-        Event::Stopped("c"),
-        Event::Started("b"),
-        Event::Started("c"),
-    ])
-    .await;
+    tree.expect(&[Event::Stopped("c"), Event::Started("b"), Event::Started("c")]).await;
     assert_eq!(tree.starts("a").await, 1);
     assert_eq!(tree.starts("b").await, 2);
     assert_eq!(tree.starts("c").await, 2);
-    assert!(
-        tree.events.try_recv().is_err(),
-        "a must not have been touched"
-    );
+    assert!(tree.events.try_recv().is_err(), "a must not have been touched");
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,12 +193,7 @@ async fn one_for_all_restarts_every_child() {
         ]
     })
     .await;
-    tree.expect(&[
-        Event::Started("a"),
-        Event::Started("b"),
-        Event::Started("c"),
-    ])
-    .await;
+    tree.expect(&[Event::Started("a"), Event::Started("b"), Event::Started("c")]).await;
     tree.child("b").cast(ProbeMsg::Fail).unwrap();
     tree.expect(&[
         Event::Stopped("c"),
@@ -267,10 +208,7 @@ async fn one_for_all_restarts_every_child() {
 #[tokio::test(start_paused = true)]
 async fn transient_child_that_finishes_normally_is_not_restarted() {
     let ms = Duration::from_millis(100);
-    let mut tree = start_tree(Strategy::OneForOne, 3, |tx| {
-        vec![probe("t", Restart::Transient, tx, ms)]
-    })
-    .await;
+    let mut tree = start_tree(Strategy::OneForOne, 3, |tx| vec![probe("t", Restart::Transient, tx, ms)]).await;
     tree.expect(&[Event::Started("t")]).await;
 
     // A failure restarts it...
@@ -283,23 +221,16 @@ async fn transient_child_that_finishes_normally_is_not_restarted() {
     assert!(tree.events.try_recv().is_err());
     assert_eq!(tree.starts("t").await, 2);
     assert_eq!(tree.board.get("root/t").unwrap().state, ChildState::Stopped);
-    assert!(
-        tree.board.report().healthy,
-        "a finished transient child is not a health problem"
-    );
+    assert!(tree.board.report().healthy, "a finished transient child is not a health problem");
 }
 
 #[tokio::test(start_paused = true)]
 async fn permanent_child_that_finishes_normally_is_restarted() {
     let ms = Duration::from_millis(100);
-    let mut tree = start_tree(Strategy::OneForOne, 3, |tx| {
-        vec![probe("p", Restart::Permanent, tx, ms)]
-    })
-    .await;
+    let mut tree = start_tree(Strategy::OneForOne, 3, |tx| vec![probe("p", Restart::Permanent, tx, ms)]).await;
     tree.expect(&[Event::Started("p")]).await;
     tree.child("p").cast(ProbeMsg::Finish).unwrap();
-    tree.expect(&[Event::Stopped("p"), Event::Started("p")])
-        .await;
+    tree.expect(&[Event::Stopped("p"), Event::Started("p")]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -316,10 +247,7 @@ async fn exceeding_the_intensity_escalates_to_the_parent() {
         let args = SupervisorArgs {
             path: "root/inner".into(),
             strategy: Strategy::OneForOne,
-            intensity: Intensity {
-                max_restarts: 2,
-                period: Duration::from_secs(10),
-            },
+            intensity: Intensity { max_restarts: 2, period: Duration::from_secs(10) },
             children: vec![
                 probe("x", Restart::Permanent, &inner_tx, ms),
                 probe("y", Restart::Permanent, &inner_tx, ms),
@@ -328,29 +256,17 @@ async fn exceeding_the_intensity_escalates_to_the_parent() {
             clock: tokio_clock(),
             on_escalate: None,
         };
-        async move {
-            Ok(Actor::spawn_linked(None, Supervisor, args, sup)
-                .await?
-                .0
-                .get_cell())
-        }
+        async move { Ok(Actor::spawn_linked(None, Supervisor, args, sup).await?.0.get_cell()) }
     });
-    inner.backoff = Backoff {
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(1),
-        multiplier: 1.0,
-        jitter: 0.0,
-    };
+    inner.backoff =
+        Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(1), multiplier: 1.0, jitter: 0.0 };
     let (root, _) = Actor::spawn(
         None,
         Supervisor,
         SupervisorArgs {
             path: "root".into(),
             strategy: Strategy::OneForOne,
-            intensity: Intensity {
-                max_restarts: 5,
-                period: Duration::from_secs(60),
-            },
+            intensity: Intensity { max_restarts: 5, period: Duration::from_secs(60) },
             children: vec![inner],
             board: board.clone(),
             clock: tokio_clock(),
@@ -364,11 +280,8 @@ async fn exceeding_the_intensity_escalates_to_the_parent() {
 
     let find_x = || {
         let inner = root.get_children().into_iter().next().unwrap();
-        let x = inner
-            .get_children()
-            .into_iter()
-            .find(|c| c.get_name().is_some_and(|n| n.starts_with("probe-x-")))
-            .unwrap();
+        let x =
+            inner.get_children().into_iter().find(|c| c.get_name().is_some_and(|n| n.starts_with("probe-x-"))).unwrap();
         ActorRef::<ProbeMsg>::from(x)
     };
     // Two restarts are within the intensity.
@@ -388,36 +301,23 @@ async fn exceeding_the_intensity_escalates_to_the_parent() {
     let health = board.get("root/inner").unwrap();
     assert_eq!(health.restarts, 1);
     assert!(health.last_error.unwrap().contains("restart intensity"));
-    assert!(
-        escalations.try_recv().is_err(),
-        "the root itself is within its intensity"
-    );
+    assert!(escalations.try_recv().is_err(), "the root itself is within its intensity");
 }
 
 #[tokio::test(start_paused = true)]
 async fn root_that_exceeds_its_intensity_reports_and_stops() {
     let ms = Duration::from_millis(10);
     let mut tree = start_tree(Strategy::OneForOne, 1, |tx| {
-        vec![
-            probe("a", Restart::Permanent, tx, ms),
-            probe("b", Restart::Permanent, tx, ms),
-        ]
+        vec![probe("a", Restart::Permanent, tx, ms), probe("b", Restart::Permanent, tx, ms)]
     })
     .await;
-    tree.expect(&[Event::Started("a"), Event::Started("b")])
-        .await;
+    tree.expect(&[Event::Started("a"), Event::Started("b")]).await;
     tree.child("a").cast(ProbeMsg::Panic).unwrap();
     tree.expect(&[Event::Started("a")]).await;
     tree.child("a").cast(ProbeMsg::Panic).unwrap();
     tree.expect(&[Event::Stopped("b")]).await;
-    let reason = tokio::time::timeout(Duration::from_secs(5), tree.escalations.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        reason.contains("root exceeded its restart intensity"),
-        "{reason}"
-    );
+    let reason = tokio::time::timeout(Duration::from_secs(5), tree.escalations.recv()).await.unwrap().unwrap();
+    assert!(reason.contains("root exceeded its restart intensity"), "{reason}");
     assert_eq!(tree.board.get("root/b").unwrap().state, ChildState::Failed);
 }
 
@@ -432,37 +332,19 @@ async fn graceful_stop_goes_in_reverse_start_order() {
         ]
     })
     .await;
-    tree.expect(&[
-        Event::Started("a"),
-        Event::Started("b"),
-        Event::Started("c"),
-    ])
-    .await;
-    tree.sup
-        .stop_and_wait(None, Some(Duration::from_secs(30)))
-        .await
-        .unwrap();
-    tree.expect(&[
-        Event::Stopped("c"),
-        Event::Stopped("b"),
-        Event::Stopped("a"),
-    ])
-    .await;
+    tree.expect(&[Event::Started("a"), Event::Started("b"), Event::Started("c")]).await;
+    tree.sup.stop_and_wait(None, Some(Duration::from_secs(30))).await.unwrap();
+    tree.expect(&[Event::Stopped("c"), Event::Stopped("b"), Event::Stopped("a")]).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn dynamic_children_are_added_and_removed_without_touching_others() {
     let ms = Duration::from_millis(10);
-    let mut tree = start_tree(Strategy::OneForOne, 3, |tx| {
-        vec![probe("a", Restart::Permanent, tx, ms)]
-    })
-    .await;
+    let mut tree = start_tree(Strategy::OneForOne, 3, |tx| vec![probe("a", Restart::Permanent, tx, ms)]).await;
     tree.expect(&[Event::Started("a")]).await;
     let (tx, mut events) = mpsc::unbounded_channel();
     let spec = probe("cam", Restart::Transient, &tx, ms);
-    call_t!(tree.sup, SupervisorMsg::StartChild, 1000, spec.clone())
-        .unwrap()
-        .unwrap();
+    call_t!(tree.sup, SupervisorMsg::StartChild, 1000, spec.clone()).unwrap().unwrap();
     assert_eq!(events.recv().await.unwrap(), Event::Started("cam"));
     let duplicate = call_t!(tree.sup, SupervisorMsg::StartChild, 1000, spec).unwrap();
     assert!(duplicate.unwrap_err().contains("already exists"));
@@ -524,8 +406,5 @@ proptest! {
 }
 
 async fn next(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
-    tokio::time::timeout(Duration::from_secs(60), events.recv())
-        .await
-        .unwrap()
-        .unwrap()
+    tokio::time::timeout(Duration::from_secs(60), events.recv()).await.unwrap().unwrap()
 }

@@ -36,10 +36,7 @@ pub enum LoggingError {
     #[error("cannot open log file in {dir}: {source}")]
     Open { dir: String, source: std::io::Error },
     #[error("invalid log filter `{filter}`: {source}")]
-    Filter {
-        filter: String,
-        source: filter::ParseError,
-    },
+    Filter { filter: String, source: filter::ParseError },
     #[error("a logger is already installed")]
     AlreadyInstalled,
 }
@@ -52,12 +49,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
         write!(
             writer,
@@ -86,19 +78,12 @@ impl Logging {
             return Ok(());
         }
         let filter = parse_filter(level)?;
-        self.filter
-            .reload(filter)
-            .map_err(|_| LoggingError::AlreadyInstalled)
+        self.filter.reload(filter).map_err(|_| LoggingError::AlreadyInstalled)
     }
 }
 
 fn parse_filter(level: &str) -> Result<EnvFilter, LoggingError> {
-    EnvFilter::builder()
-        .parse(level)
-        .map_err(|source| LoggingError::Filter {
-            filter: level.to_owned(),
-            source,
-        })
+    EnvFilter::builder().parse(level).map_err(|source| LoggingError::Filter { filter: level.to_owned(), source })
 }
 
 fn file_writer(
@@ -106,14 +91,9 @@ fn file_writer(
     stem: &str,
     lossy: bool,
 ) -> Result<(tracing_appender::non_blocking::NonBlocking, WorkerGuard), LoggingError> {
-    let file = DailyFile::open(dir, stem).map_err(|source| LoggingError::Open {
-        dir: dir.display().to_string(),
-        source,
-    })?;
-    Ok(NonBlockingBuilder::default()
-        .lossy(lossy)
-        .thread_name("log-writer")
-        .finish(file))
+    let file =
+        DailyFile::open(dir, stem).map_err(|source| LoggingError::Open { dir: dir.display().to_string(), source })?;
+    Ok(NonBlockingBuilder::default().lossy(lossy).thread_name("log-writer").finish(file))
 }
 
 /// Installs the global logger: stderr, plus the three files when `dir` is given.
@@ -127,10 +107,7 @@ pub fn init(dir: Option<&Path>, format: LogFormat, level: &str) -> Result<Loggin
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
     let mut layers = vec![stderr];
     let mut guards = Vec::new();
@@ -140,32 +117,11 @@ pub fn init(dir: Option<&Path>, format: LogFormat, level: &str) -> Result<Loggin
         let (errors, g2) = file_writer(dir, "errors", false)?;
         let (alerts, g3) = file_writer(dir, "alerts", false)?;
         guards.extend([g1, g2, g3]);
-        let file_layer = |w| {
-            tracing_subscriber::fmt::layer()
-                .event_format(PipeFormat)
-                .with_ansi(false)
-                .with_writer(w)
-        };
+        let file_layer = |w| tracing_subscriber::fmt::layer().event_format(PipeFormat).with_ansi(false).with_writer(w);
         layers.push(file_layer(app).boxed());
-        layers.push(
-            file_layer(errors)
-                .with_filter(filter::LevelFilter::WARN)
-                .boxed(),
-        );
-        layers.push(
-            file_layer(alerts)
-                .with_filter(filter::filter_fn(|meta| meta.target() == ALERT_TARGET))
-                .boxed(),
-        );
+        layers.push(file_layer(errors).with_filter(filter::LevelFilter::WARN).boxed());
+        layers.push(file_layer(alerts).with_filter(filter::filter_fn(|meta| meta.target() == ALERT_TARGET)).boxed());
     }
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(layers)
-        .try_init()
-        .map_err(|_| LoggingError::AlreadyInstalled)?;
-    Ok(Logging {
-        filter: handle,
-        env_override: env.is_some(),
-        _guards: guards,
-    })
+    tracing_subscriber::registry().with(filter).with(layers).try_init().map_err(|_| LoggingError::AlreadyInstalled)?;
+    Ok(Logging { filter: handle, env_override: env.is_some(), _guards: guards })
 }

@@ -23,33 +23,15 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge};
-    describe_gauge!(
-        "smart_cctv_up",
-        "1 while the service runs and its supervision tree is up"
-    );
+    describe_gauge!("smart_cctv_up", "1 while the service runs and its supervision tree is up");
     describe_gauge!("smart_cctv_build_info", "Always 1; the version is a label");
-    describe_gauge!(
-        "smart_cctv_child_up",
-        "1 when a supervised child is running, by tree path"
-    );
-    describe_counter!(
-        "smart_cctv_child_restarts_total",
-        "Restarts of a supervised child, by tree path"
-    );
-    describe_counter!(
-        "smart_cctv_config_reloads_total",
-        "Configuration reloads that were applied"
-    );
+    describe_gauge!("smart_cctv_child_up", "1 when a supervised child is running, by tree path");
+    describe_counter!("smart_cctv_child_restarts_total", "Restarts of a supervised child, by tree path");
+    describe_counter!("smart_cctv_config_reloads_total", "Configuration reloads that were applied");
     describe_counter!(
         "smart_cctv_config_reload_failures_total",
         "Configuration reloads rejected; the running configuration was kept"
     );
-    describe_gauge!(
-        "smart_cctv_config_generation",
-        "Increments with every applied configuration"
-    );
-    describe_counter!(
-        "smart_cctv_watchdog_pets_total",
-        "WATCHDOG=1 notifications sent to systemd"
-    );
+    describe_gauge!("smart_cctv_config_generation", "Increments with every applied configuration");
+    describe_counter!("smart_cctv_watchdog_pets_total", "WATCHDOG=1 notifications sent to systemd");
 }

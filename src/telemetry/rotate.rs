@@ -38,13 +38,7 @@ impl DailyFile {
                 rename_aside(dir, stem, written)?;
             }
         }
-        Ok(Self {
-            file: append(&path)?,
-            dir: dir.to_owned(),
-            stem: stem.to_owned(),
-            day: now,
-            today,
-        })
+        Ok(Self { file: append(&path)?, dir: dir.to_owned(), stem: stem.to_owned(), day: now, today })
     }
 
     fn rotate_if_new_day(&mut self) -> io::Result<()> {

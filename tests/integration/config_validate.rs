@@ -9,9 +9,7 @@ const PASSWORD: &str = "Sup3r-s3cret";
 /// A valid config with one password-protected camera, to which each case adds
 /// or changes something.
 fn base() -> String {
-    format!(
-        "cameras:\n  - id: front\n    url: rtsp://admin:{PASSWORD}@192.168.1.101:554/stream1\n    fps: 15\n"
-    )
+    format!("cameras:\n  - id: front\n    url: rtsp://admin:{PASSWORD}@192.168.1.101:554/stream1\n    fps: 15\n")
 }
 
 fn validate(text: &str) -> (i32, String) {
@@ -19,22 +17,13 @@ fn validate(text: &str) -> (i32, String) {
     let path = dir.path().join("config.yaml");
     write_private(&path, text);
     let out = Command::new(BIN)
-        .args([
-            "--supervision",
-            repo_file("supervision.toml").to_str().unwrap(),
-            "config",
-            "validate",
-        ])
+        .args(["--supervision", repo_file("supervision.toml").to_str().unwrap(), "config", "validate"])
         .arg(&path)
         .current_dir(dir.path())
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -59,26 +48,14 @@ fn broken_configs_name_the_key_path() {
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "duplicate camera id",
-            second_cam(&format!(
-                "id: front\n    url: rtsp://admin:{PASSWORD}@192.168.1.102/s"
-            )),
+            second_cam(&format!("id: front\n    url: rtsp://admin:{PASSWORD}@192.168.1.102/s")),
             "cameras[1].id",
         ),
-        (
-            "empty camera id",
-            second_cam("id: \"\"\n    url: rtsp://h/s"),
-            "cameras[1].id",
-        ),
-        (
-            "camera id with a slash",
-            second_cam("id: a/b\n    url: rtsp://h/s"),
-            "cameras[1].id",
-        ),
+        ("empty camera id", second_cam("id: \"\"\n    url: rtsp://h/s"), "cameras[1].id"),
+        ("camera id with a slash", second_cam("id: a/b\n    url: rtsp://h/s"), "cameras[1].id"),
         (
             "camera URL that does not parse",
-            second_cam(&format!(
-                "id: back\n    url: \"rtsp://admin:{PASSWORD}@[::1/s\""
-            )),
+            second_cam(&format!("id: back\n    url: \"rtsp://admin:{PASSWORD}@[::1/s\"")),
             "cameras[1].url",
         ),
         (
@@ -87,46 +64,22 @@ fn broken_configs_name_the_key_path() {
             "cameras[1].url",
         ),
         ("camera without a URL", second_cam("id: back"), "cameras[1]"),
-        (
-            "fps of zero",
-            second_cam("id: back\n    url: rtsp://h/s\n    fps: 0"),
-            "cameras[1].fps",
-        ),
-        (
-            "fps of the wrong type",
-            second_cam("id: back\n    url: rtsp://h/s\n    fps: fast"),
-            "cameras[1].fps",
-        ),
-        (
-            "unknown camera key",
-            second_cam("id: back\n    url: rtsp://h/s\n    colour: red"),
-            "cameras[1]",
-        ),
-        (
-            "unknown top-level key",
-            cam("bogus_section: 1\n"),
-            "bogus_section",
-        ),
+        ("fps of zero", second_cam("id: back\n    url: rtsp://h/s\n    fps: 0"), "cameras[1].fps"),
+        ("fps of the wrong type", second_cam("id: back\n    url: rtsp://h/s\n    fps: fast"), "cameras[1].fps"),
+        ("unknown camera key", second_cam("id: back\n    url: rtsp://h/s\n    colour: red"), "cameras[1]"),
+        ("unknown top-level key", cam("bogus_section: 1\n"), "bogus_section"),
         (
             "confidence threshold above 1",
             cam("processing:\n  detection:\n    confidence_threshold: 1.5\n"),
             "processing.detection.confidence_threshold",
         ),
-        (
-            "unknown device",
-            cam("processing:\n  detection:\n    device: gpu\n"),
-            "processing.detection.device",
-        ),
+        ("unknown device", cam("processing:\n  detection:\n    device: gpu\n"), "processing.detection.device"),
         (
             "rule naming a missing camera",
             cam("alert_rules:\n  - name: r\n    cameras: [front, garage]\n"),
             "alert_rules[0].cameras[1]",
         ),
-        (
-            "duplicate rule name",
-            cam("alert_rules:\n  - name: r\n  - name: r\n"),
-            "alert_rules[1].name",
-        ),
+        ("duplicate rule name", cam("alert_rules:\n  - name: r\n  - name: r\n"), "alert_rules[1].name"),
         (
             "unknown class",
             cam("alert_rules:\n  - name: r\n    conditions:\n      classes: [person, unicorn]\n"),
@@ -134,9 +87,7 @@ fn broken_configs_name_the_key_path() {
         ),
         (
             "negative distance",
-            cam(
-                "alert_rules:\n  - name: r\n    conditions:\n      distance_to_reference:\n        value: -2\n",
-            ),
+            cam("alert_rules:\n  - name: r\n    conditions:\n      distance_to_reference:\n        value: -2\n"),
             "alert_rules[0].conditions.distance_to_reference.value",
         ),
         (
@@ -149,11 +100,7 @@ fn broken_configs_name_the_key_path() {
             cam("alert_rules:\n  - name: r\n    cooldown: soon\n"),
             "alert_rules[0].cooldown",
         ),
-        (
-            "fps_limit of zero",
-            cam("performance:\n  fps_limit: 0\n"),
-            "performance.fps_limit",
-        ),
+        ("fps_limit of zero", cam("performance:\n  fps_limit: 0\n"), "performance.fps_limit"),
         (
             "logs deleted before they are compressed",
             cam("retention:\n  logs_compress_days: 90\n  logs_delete_days: 30\n"),
@@ -171,31 +118,13 @@ fn broken_configs_name_the_key_path() {
         ),
         (
             "email enabled without a server",
-            cam(
-                "monitoring:\n  email_alerts_enabled: true\n  email_to: a@b.c\n  email_from: c@b.a\n",
-            ),
+            cam("monitoring:\n  email_alerts_enabled: true\n  email_to: a@b.c\n  email_from: c@b.a\n"),
             "monitoring.smtp_server",
         ),
-        (
-            "invalid log level",
-            cam("monitoring:\n  log_level: \"loud=[\"\n"),
-            "monitoring.log_level",
-        ),
-        (
-            "listen address that does not parse",
-            cam("http:\n  listen: localhost-ish\n"),
-            "http.listen",
-        ),
-        (
-            "non-loopback listen without opting in",
-            cam("http:\n  listen: 0.0.0.0:9090\n"),
-            "http.listen",
-        ),
-        (
-            "YAML syntax error",
-            format!("{}  - [unclosed\n", base()),
-            "(syntax)",
-        ),
+        ("invalid log level", cam("monitoring:\n  log_level: \"loud=[\"\n"), "monitoring.log_level"),
+        ("listen address that does not parse", cam("http:\n  listen: localhost-ish\n"), "http.listen"),
+        ("non-loopback listen without opting in", cam("http:\n  listen: 0.0.0.0:9090\n"), "http.listen"),
+        ("YAML syntax error", format!("{}  - [unclosed\n", base()), "(syntax)"),
     ];
     assert!(cases.len() >= 15);
     let mut failures = Vec::new();
@@ -204,10 +133,7 @@ fn broken_configs_name_the_key_path() {
         if code != 2 {
             failures.push(format!("{name}: exit {code}, expected 2:\n{out}"));
         }
-        if !out
-            .lines()
-            .any(|l| l.starts_with("error:") && l.contains(&format!(": {key}")))
-        {
+        if !out.lines().any(|l| l.starts_with("error:") && l.contains(&format!(": {key}"))) {
             failures.push(format!("{name}: no error line names `{key}`:\n{out}"));
         }
         if out.contains(PASSWORD) {
@@ -225,11 +151,7 @@ fn every_problem_is_reported_at_once() {
     );
     let (code, out) = validate(&text);
     assert_eq!(code, 2);
-    for key in [
-        "processing.detection.confidence_threshold",
-        "processing.detection.device",
-        "http.listen",
-    ] {
+    for key in ["processing.detection.confidence_threshold", "processing.detection.device", "http.listen"] {
         assert!(out.contains(key), "{key} missing from:\n{out}");
     }
     assert!(out.contains("3 problem(s)"), "{out}");
@@ -255,17 +177,10 @@ fn environment_overrides_the_file() {
 #[test]
 fn systemd_unit_matches_the_service_contract() {
     let unit = std::fs::read_to_string(repo_file("ops/smart-cctv.service")).unwrap();
-    let keys: Vec<&str> = unit
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .collect();
-    for expected in [
-        "Type=notify",
-        "Restart=on-failure",
-        "ExecReload=/bin/kill -HUP $MAINPID",
-        "RestartPreventExitStatus=2",
-    ] {
+    let keys: Vec<&str> = unit.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    for expected in
+        ["Type=notify", "Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID", "RestartPreventExitStatus=2"]
+    {
         assert!(keys.contains(&expected), "{expected} missing from the unit");
     }
     assert!(keys.iter().any(|k| k.starts_with("WatchdogSec=")));

@@ -14,12 +14,7 @@ fn detector(fixtures: &Path) -> &'static Detector {
     static DETECTOR: OnceLock<Detector> = OnceLock::new();
     DETECTOR.get_or_init(|| {
         let weights = fixtures.join("yolov8n/yolov8n.safetensors");
-        Detector::load(
-            &weights,
-            &candle_core::Device::Cpu,
-            DetectorOptions::default(),
-        )
-        .unwrap()
+        Detector::load(&weights, &candle_core::Device::Cpu, DetectorOptions::default()).unwrap()
     })
 }
 
@@ -30,10 +25,7 @@ struct Reference {
 }
 
 fn references(fixtures: &Path) -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(fixtures.join("reference_detections.json")).unwrap(),
-    )
-    .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixtures.join("reference_detections.json")).unwrap()).unwrap()
 }
 
 fn matches(ours: &Detection, r: &Reference) -> bool {
@@ -48,11 +40,7 @@ fn detections_match_the_reference() {
     let mut problems = Vec::new();
     let mut checked = 0;
     for (name, entry) in refs["images"].as_object().unwrap() {
-        let path = ["images", "frames"]
-            .iter()
-            .map(|d| fixtures.join(d).join(name))
-            .find(|p| p.is_file())
-            .unwrap();
+        let path = ["images", "frames"].iter().map(|d| fixtures.join(d).join(name)).find(|p| p.is_file()).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         for (run, (size, mode)) in [
             ("rect640", (640, LetterboxMode::Rect)),
@@ -63,10 +51,7 @@ fn detections_match_the_reference() {
             let detector = base.with_options(DetectorOptions {
                 size,
                 mode,
-                decode: DecodeOptions {
-                    confidence: 0.25,
-                    ..DecodeOptions::default()
-                },
+                decode: DecodeOptions { confidence: 0.25, ..DecodeOptions::default() },
             });
             let ours = detector.detect(&img).unwrap();
             let expected: Vec<Reference> = entry["runs"][run]["detections"]
@@ -81,39 +66,26 @@ fn detections_match_the_reference() {
                 .collect();
             for r in expected.iter().filter(|r| r.conf >= 0.30) {
                 checked += 1;
-                match ours.iter().filter(|o| matches(o, r)).min_by(|a, b| {
-                    (a.confidence - r.conf)
-                        .abs()
-                        .total_cmp(&(b.confidence - r.conf).abs())
-                }) {
+                match ours
+                    .iter()
+                    .filter(|o| matches(o, r))
+                    .min_by(|a, b| (a.confidence - r.conf).abs().total_cmp(&(b.confidence - r.conf).abs()))
+                {
                     Some(o) if (o.confidence - r.conf).abs() <= 0.03 => {}
-                    Some(o) => problems.push(format!(
-                        "{name} {run}: {} conf {:.3} vs reference {:.3}",
-                        r.class, o.confidence, r.conf
-                    )),
-                    None => problems.push(format!(
-                        "{name} {run}: missing {} {:.3} {:?}",
-                        r.class, r.conf, r.bbox
-                    )),
+                    Some(o) => problems
+                        .push(format!("{name} {run}: {} conf {:.3} vs reference {:.3}", r.class, o.confidence, r.conf)),
+                    None => problems.push(format!("{name} {run}: missing {} {:.3} {:?}", r.class, r.conf, r.bbox)),
                 }
             }
             for o in ours.iter().filter(|o| o.confidence >= 0.30) {
                 if !expected.iter().any(|r| matches(o, r)) {
-                    problems.push(format!(
-                        "{name} {run}: extra {} {:.3} {:?}",
-                        o.class_name, o.confidence, o.bbox
-                    ));
+                    problems.push(format!("{name} {run}: extra {} {:.3} {:?}", o.class_name, o.confidence, o.bbox));
                 }
             }
         }
     }
     assert!(checked >= 50, "only {checked} reference detections checked");
-    assert!(
-        problems.is_empty(),
-        "{} mismatches:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "{} mismatches:\n{}", problems.len(), problems.join("\n"));
 }
 
 #[test]
@@ -121,9 +93,7 @@ fn raw_network_output_matches_the_reference() {
     let fixtures = fixtures_or_skip!();
     let detector = detector(&fixtures);
     for run in ["rect640", "square640", "rect320", "square320"] {
-        let input = image::open(fixtures.join(format!("reference/bus_{run}_input.png")))
-            .unwrap()
-            .to_rgb8();
+        let input = image::open(fixtures.join(format!("reference/bus_{run}_input.png"))).unwrap().to_rgb8();
         let (w, h) = (input.width() as usize, input.height() as usize);
         let tensor = rgb_to_tensor(input.as_raw(), w, h, &candle_core::Device::Cpu).unwrap();
         let ours = detector.forward(&tensor).unwrap();
@@ -140,15 +110,9 @@ fn raw_network_output_matches_the_reference() {
         let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let expected = expected.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let (atol, rtol) = (1e-3f32, 1e-5f32);
-        let worst = ours
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).abs() - (atol + rtol * b.abs()))
-            .fold(f32::MIN, f32::max);
-        assert!(
-            worst <= 0.0,
-            "{run}: exceeds allclose(atol=1e-3) by {worst}"
-        );
+        let worst =
+            ours.iter().zip(&expected).map(|(a, b)| (a - b).abs() - (atol + rtol * b.abs())).fold(f32::MIN, f32::max);
+        assert!(worst <= 0.0, "{run}: exceeds allclose(atol=1e-3) by {worst}");
     }
 }
 
@@ -166,24 +130,12 @@ fn detect_command_prints_json_and_annotates() {
         .current_dir(out_dir.path())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(line["image"], bus.to_str().unwrap());
-    let classes: Vec<&str> = line["detections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["class"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        classes.iter().filter(|c| **c == "person").count(),
-        3,
-        "{classes:?}"
-    );
+    let classes: Vec<&str> =
+        line["detections"].as_array().unwrap().iter().map(|d| d["class"].as_str().unwrap()).collect();
+    assert_eq!(classes.iter().filter(|c| **c == "person").count(), 3, "{classes:?}");
     assert!(classes.contains(&"bus"));
     let first = &line["detections"][0];
     assert!(first["confidence"].as_f64().unwrap() > 0.5);
@@ -202,14 +154,9 @@ fn corrupt_or_truncated_weights_give_a_clear_error() {
     let garbage = dir.path().join("garbage.safetensors");
     std::fs::write(&garbage, b"this is not a model at all").unwrap();
     for path in [&truncated, &garbage] {
-        let err = Detector::load(path, &candle_core::Device::Cpu, DetectorOptions::default())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains(path.to_str().unwrap()) && err.contains("not a valid safetensors file"),
-            "{err}"
-        );
+        let err =
+            Detector::load(path, &candle_core::Device::Cpu, DetectorOptions::default()).err().unwrap().to_string();
+        assert!(err.contains(path.to_str().unwrap()) && err.contains("not a valid safetensors file"), "{err}");
         let output = Command::new(BIN)
             .args(["detect", "--model"])
             .arg(path)
@@ -220,14 +167,11 @@ fn corrupt_or_truncated_weights_give_a_clear_error() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("not a valid safetensors file"), "{stderr}");
     }
-    let err = Detector::load(
-        &dir.path().join("missing.safetensors"),
-        &candle_core::Device::Cpu,
-        DetectorOptions::default(),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err =
+        Detector::load(&dir.path().join("missing.safetensors"), &candle_core::Device::Cpu, DetectorOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
     assert!(err.contains("not found"), "{err}");
 }
 
@@ -236,12 +180,6 @@ fn gpu_request_without_gpu_support_is_explained() {
     if cfg!(feature = "cuda") {
         return;
     }
-    let err = smart_cctv::detect::device_from_config("cuda:0")
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("no GPU support") && err.contains("--features cuda"),
-        "{err}"
-    );
+    let err = smart_cctv::detect::device_from_config("cuda:0").err().unwrap().to_string();
+    assert!(err.contains("no GPU support") && err.contains("--features cuda"), "{err}");
 }

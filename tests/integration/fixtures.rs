@@ -13,11 +13,7 @@ pub fn dir() -> Option<PathBuf> {
     if dir.join("yolov8n/yolov8n.safetensors").is_file() {
         return Some(dir);
     }
-    assert!(
-        std::env::var("CI").is_err(),
-        "fixtures not found at {} (set SMART_CCTV_FIXTURES)",
-        dir.display()
-    );
+    assert!(std::env::var("CI").is_err(), "fixtures not found at {} (set SMART_CCTV_FIXTURES)", dir.display());
     eprintln!("skipping: fixtures not found at {}", dir.display());
     None
 }

@@ -40,9 +40,7 @@ fn serve_hub(repo: &'static str, file: &'static str, body: Vec<u8>) -> (String, 
             }
             let path = request.split_whitespace().nth(1).unwrap_or("");
             if path != format!("/{repo}/resolve/main/{file}") {
-                let _ = stream.write_all(
-                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
+                let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                 continue;
             }
             counter.fetch_add(1, Ordering::SeqCst);
@@ -54,9 +52,7 @@ fn serve_hub(repo: &'static str, file: &'static str, body: Vec<u8>) -> (String, 
                 range_start + chunk.len() - 1,
                 body.len()
             );
-            let _ = stream
-                .write_all(head.as_bytes())
-                .and_then(|_| stream.write_all(chunk));
+            let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(chunk));
         }
     });
     (endpoint, hits)
@@ -82,16 +78,9 @@ fn named_model_is_downloaded_from_the_mirror_once() {
     let image = fixtures.join("images/chelsea.png");
 
     let output = detect_with_models_dir(models.path(), &endpoint, &image);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("\"class\":\"cat\""));
-    assert_eq!(
-        std::fs::read(models.path().join("yolov8n.safetensors")).unwrap(),
-        weights
-    );
+    assert_eq!(std::fs::read(models.path().join("yolov8n.safetensors")).unwrap(), weights);
     let downloads = hits.load(Ordering::SeqCst);
     assert!(downloads >= 1);
 
@@ -112,11 +101,7 @@ fn checksum_mismatch_is_refused() {
         "[yolov8n]\nrepo = \"lmz/candle-yolo-v8\"\nfile = \"yolov8n.safetensors\"\nsha256 = \"00\"\n",
     )
     .unwrap();
-    let output = detect_with_models_dir(
-        models.path(),
-        &endpoint,
-        &fixtures.join("images/chelsea.png"),
-    );
+    let output = detect_with_models_dir(models.path(), &endpoint, &fixtures.join("images/chelsea.png"));
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("sha256 mismatch"), "{stderr}");
@@ -133,9 +118,7 @@ fn unreachable_hub_says_what_to_do() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("model `yolov8n`")
-            && stderr.contains("HF_ENDPOINT")
-            && stderr.contains(".safetensors path"),
+        stderr.contains("model `yolov8n`") && stderr.contains("HF_ENDPOINT") && stderr.contains(".safetensors path"),
         "{stderr}"
     );
 }

@@ -1,0 +1,506 @@
+//! Frame sources, chosen by URL scheme: `file://` (FFmpeg demux, looping,
+//! paced in real time), `rtsp://` (retina, then FFmpeg decode) and `v4l2://`
+//! (nokhwa). Each runs until it fails or is told to stop, pushing frames to
+//! the camera's sink and bumping its stats so the camera actor can see
+//! progress and stalls.
+
+use super::decode::{Decoder, Picture};
+use super::{Frame, FrameSink, SourceStats};
+use crate::config::CameraUrl;
+use ffmpeg_next as ffmpeg;
+use futures_util::StreamExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Consecutive undecodable packets after which the stream counts as broken.
+const DECODE_ERROR_BURST: u32 = 50;
+
+/// Why a source stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("stream ended: {0}")]
+    Ended(String),
+    #[error("too many decode errors: {0}")]
+    Decode(String),
+    #[error("device: {0}")]
+    Device(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+impl SourceError {
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Self::Auth(_))
+    }
+}
+
+/// Which decoded pictures to keep: `fps` and `frame_skip` applied on the
+/// stream's own timeline, before any scaling is done.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// Minimum seconds between kept frames; 0 keeps every one.
+    interval: f64,
+    /// Keep one, then skip this many.
+    skip: u32,
+    next_due: Option<f64>,
+    seen: u64,
+}
+
+impl RateLimit {
+    pub fn new(fps: Option<f64>, skip: u32) -> Self {
+        Self { interval: fps.filter(|f| *f > 0.0).map_or(0.0, |f| 1.0 / f), skip, next_due: None, seen: 0 }
+    }
+
+    /// Whether the picture at stream time `t` seconds is kept.
+    pub fn keep(&mut self, t: f64) -> bool {
+        let n = self.seen;
+        self.seen += 1;
+        if !n.is_multiple_of(self.skip as u64 + 1) {
+            return false;
+        }
+        match self.next_due {
+            Some(due) if t + 1e-6 < due && t + 1.0 > due => false,
+            _ => {
+                // Snap to the grid unless far behind (a loop or a clock jump).
+                let due = self.next_due.filter(|d| (t - d).abs() < 1.0).unwrap_or(t);
+                self.next_due = Some(due + self.interval);
+                true
+            }
+        }
+    }
+}
+
+/// What every source needs.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub camera: Arc<str>,
+    pub analysis_size: u32,
+    pub fps: Option<f64>,
+    pub frame_skip: u32,
+    pub sink: Arc<dyn FrameSink>,
+    pub stats: Arc<SourceStats>,
+    /// Set by the camera actor to stop a blocking source.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl SourceContext {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn emit(&self, picture: Picture, decode_time: Duration) {
+        let seq = self.stats.frame_decoded();
+        metrics::histogram!("smart_cctv_camera_decode_seconds", "camera" => self.camera.to_string())
+            .record(decode_time.as_secs_f64());
+        self.sink.push(Frame {
+            camera: self.camera.clone(),
+            seq,
+            pts: picture.pts,
+            captured: SystemTime::now(),
+            captured_at: Instant::now(),
+            rgb: Arc::new(picture.rgb),
+            gray: Arc::new(picture.gray),
+        });
+    }
+
+    fn decode_error(&self, consecutive: &mut u32, e: impl std::fmt::Display) -> Result<(), SourceError> {
+        *consecutive += 1;
+        metrics::counter!("smart_cctv_camera_decode_errors_total", "camera" => self.camera.to_string()).increment(1);
+        if *consecutive >= DECODE_ERROR_BURST {
+            return Err(SourceError::Decode(format!("{consecutive} packets in a row failed, last: {e}")));
+        }
+        Ok(())
+    }
+}
+
+/// Starts the source for `camera` on the runtime; the task ends when the
+/// source fails or, for blocking sources, when `ctx.stop` is set.
+pub fn spawn_source(
+    camera: &crate::config::CameraConfig,
+    ctx: SourceContext,
+) -> tokio::task::JoinHandle<Result<(), SourceError>> {
+    let url = camera.url.clone();
+    let transport = camera.transport;
+    let realtime = camera.realtime;
+    tokio::spawn(async move {
+        match url.expose().split("://").next().unwrap_or("") {
+            "rtsp" | "rtsps" => run_rtsp(&url, transport, &ctx).await,
+            "file" => {
+                let path = file_path(url.expose());
+                blocking(move || run_file(&path, realtime, &ctx)).await
+            }
+            "v4l2" => blocking(move || run_v4l2(&url, &ctx)).await,
+            other => Err(SourceError::Unsupported(format!("scheme `{other}`"))),
+        }
+    })
+}
+
+/// `file:///abs/path`, or `file://relative/path` from the working directory.
+pub fn file_path(url: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(url.trim_start_matches("file://"))
+}
+
+async fn blocking(work: impl FnOnce() -> Result<(), SourceError> + Send + 'static) -> Result<(), SourceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(SourceError::Ended(format!("source thread panicked: {e}"))))
+}
+
+/// `file:///path`: loops forever; paced in real time unless `realtime` is off.
+pub fn run_file(path: &Path, realtime: bool, ctx: &SourceContext) -> Result<(), SourceError> {
+    super::decode::init();
+    let shown = path.display();
+    let mut input =
+        ffmpeg::format::input(path).map_err(|e| SourceError::Connect(format!("cannot open {shown}: {e}")))?;
+    let stream = input
+        .streams()
+        .best(ffmpeg::media::Type::Video)
+        .ok_or_else(|| SourceError::Unsupported(format!("{shown} has no video stream")))?;
+    let index = stream.index();
+    ctx.stats.set_codec(format!("{:?}", stream.parameters().id()).to_lowercase());
+    let time_base = f64::from(stream.time_base());
+    let mut decoder = Decoder::from_parameters(stream.parameters(), ctx.analysis_size)
+        .map_err(|e| SourceError::Unsupported(format!("{shown}: {e}")))?;
+    let mut rate = RateLimit::new(ctx.fps, ctx.frame_skip);
+    let start = Instant::now();
+    // Stream time at which the current pass started, on a timeline that
+    // keeps growing across loops.
+    let mut offset = 0.0;
+    loop {
+        let mut last_t = offset;
+        let mut pictures_this_pass = 0u64;
+        let mut consecutive_errors = 0;
+        let mut first_pts: Option<i64> = None;
+        for (stream, packet) in input.packets() {
+            if ctx.stopped() {
+                return Ok(());
+            }
+            if stream.index() != index {
+                continue;
+            }
+            let began = Instant::now();
+            let pts = packet.pts().or(packet.dts());
+            let base = *first_pts.get_or_insert(pts.unwrap_or(0));
+            let t = offset + pts.map_or(last_t - offset, |p| (p - base) as f64 * time_base);
+            let mut want = || rate.keep(t);
+            match decoder.decode_packet(&packet, &mut want) {
+                Ok(pictures) => {
+                    let decode_time = began.elapsed();
+                    consecutive_errors = 0;
+                    for picture in pictures {
+                        pictures_this_pass += 1;
+                        if realtime {
+                            pace(start, t, ctx);
+                        }
+                        ctx.emit(picture, decode_time);
+                    }
+                }
+                Err(e) => ctx.decode_error(&mut consecutive_errors, e)?,
+            }
+            ctx.stats.packet_seen();
+            last_t = t;
+        }
+        if pictures_this_pass == 0 {
+            return Err(SourceError::Ended(format!("{shown}: no decodable frames")));
+        }
+        // Loop: back to the start, one frame interval after the last frame.
+        offset = last_t + 1.0 / 15.0;
+        input.seek(0, ..).map_err(|e| SourceError::Ended(format!("{shown}: cannot loop: {e}")))?;
+        decoder.flush();
+    }
+}
+
+/// Sleeps until stream time `t` is due, in short steps so a stop is noticed.
+fn pace(start: Instant, t: f64, ctx: &SourceContext) {
+    let due = start + Duration::from_secs_f64(t.max(0.0));
+    while !ctx.stopped() {
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        std::thread::sleep((due - now).min(Duration::from_millis(100)));
+    }
+}
+
+/// Splits `rtsp://user:pass@host/path` into a credential-free URL and the
+/// credentials: retina refuses URLs that carry them, and it must never see
+/// the password in a form it could log.
+fn split_credentials(url: &CameraUrl) -> Result<(url::Url, Option<retina::client::Credentials>), SourceError> {
+    let mut parsed = url::Url::parse(url.expose()).map_err(|e| SourceError::Connect(format!("{url}: {e}")))?;
+    if parsed.username().is_empty() {
+        return Ok((parsed, None));
+    }
+    let decode = |s: &str| percent_decode(s);
+    let creds = retina::client::Credentials {
+        username: decode(parsed.username()),
+        password: decode(parsed.password().unwrap_or("")),
+    };
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    Ok((parsed, Some(creds)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// RTSP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP connection: works through NAT and firewalls.
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// `rtsp://`: describe, set up the first H.264/H.265 video stream, play, and
+/// decode on a dedicated thread until the stream fails or the task is dropped.
+pub async fn run_rtsp(url: &CameraUrl, transport: RtspTransport, ctx: &SourceContext) -> Result<(), SourceError> {
+    use retina::client::{PlayOptions, Session, SessionGroup, SessionOptions, SetupOptions, Transport};
+    use retina::codec::{CodecItem, ParametersRef};
+
+    let (plain, creds) = split_credentials(url)?;
+    let options = SessionOptions::default()
+        .creds(creds)
+        .session_group(Arc::new(SessionGroup::default()))
+        .user_agent(format!("smart-cctv/{}", env!("CARGO_PKG_VERSION")));
+    let mut session = Session::describe(plain.clone(), options).await.map_err(|e| classify(url, e.to_string()))?;
+    let (index, codec) = session
+        .streams()
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| match (s.media(), s.encoding_name()) {
+            ("video", "h264") => Some((i, ffmpeg::codec::Id::H264)),
+            ("video", "h265") => Some((i, ffmpeg::codec::Id::HEVC)),
+            _ => None,
+        })
+        .ok_or_else(|| SourceError::Unsupported(format!("{url}: no H.264 or H.265 video stream")))?;
+    ctx.stats.set_codec(if codec == ffmpeg::codec::Id::H264 { "h264".into() } else { "hevc".into() });
+    let transport = match transport {
+        RtspTransport::Tcp => Transport::Tcp(Default::default()),
+        RtspTransport::Udp => Transport::Udp(Default::default()),
+    };
+    session
+        .setup(index, SetupOptions::default().transport(transport))
+        .await
+        .map_err(|e| classify(url, e.to_string()))?;
+    let playing = session.play(PlayOptions::default()).await.map_err(|e| classify(url, e.to_string()))?;
+    let mut demuxed = playing.demuxed().map_err(|e| SourceError::Unsupported(format!("{url}: {e}")))?;
+
+    let worker = RtspDecodeThread::spawn(ctx.clone());
+    let mut extradata: Option<Vec<u8>> = None;
+    let clock_rate = demuxed.streams()[index].clock_rate_hz().max(1) as f64;
+    loop {
+        if let Some(err) = worker.failure() {
+            return Err(err);
+        }
+        let item = match demuxed.next().await {
+            None => return Err(SourceError::Ended(format!("{url}: server closed the stream"))),
+            Some(Err(e)) => return Err(SourceError::Ended(format!("{url}: {e}"))),
+            Some(Ok(item)) => item,
+        };
+        let CodecItem::VideoFrame(frame) = item else { continue };
+        if (frame.has_new_parameters() || extradata.is_none())
+            && let Some(ParametersRef::Video(params)) = demuxed.streams()[index].parameters()
+        {
+            ctx.stats.set_codec(params.rfc6381_codec().to_owned());
+            let data = params.extra_data().to_vec();
+            if extradata.as_ref() != Some(&data) {
+                extradata = Some(data.clone());
+                worker.send(RtspPacket::Parameters { codec, extradata: data });
+            }
+        }
+        ctx.stats.packet_seen();
+        let t = frame.timestamp().elapsed() as f64 / clock_rate;
+        worker.send(RtspPacket::Frame { data: frame.into_data(), t });
+    }
+}
+
+/// retina's errors carry the status line; 401 means wrong credentials.
+fn classify(url: &CameraUrl, message: String) -> SourceError {
+    let message = crate::config::load::redact_text(&message);
+    if message.contains("401") || message.contains("Unauthorized") {
+        SourceError::Auth(format!("{url}: {message}"))
+    } else {
+        SourceError::Connect(format!("{url}: {message}"))
+    }
+}
+
+enum RtspPacket {
+    Parameters { codec: ffmpeg::codec::Id, extradata: Vec<u8> },
+    Frame { data: Vec<u8>, t: f64 },
+}
+
+/// FFmpeg decoding off the async runtime, fed by a bounded channel. When the
+/// decoder falls behind, packets are dropped until the next parameters or
+/// keyframe would let it resume cleanly, and the drop is counted.
+struct RtspDecodeThread {
+    tx: std::sync::mpsc::SyncSender<RtspPacket>,
+    failed: Arc<std::sync::Mutex<Option<SourceError>>>,
+    camera: Arc<str>,
+}
+
+impl RtspDecodeThread {
+    fn spawn(ctx: SourceContext) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RtspPacket>(32);
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        let report = failed.clone();
+        let camera = ctx.camera.clone();
+        let _ = std::thread::Builder::new().name(format!("decode-{}", ctx.camera)).spawn(move || {
+            let mut decoder: Option<Decoder> = None;
+            let mut rate = RateLimit::new(ctx.fps, ctx.frame_skip);
+            let mut consecutive = 0;
+            for packet in rx {
+                match packet {
+                    RtspPacket::Parameters { codec, extradata } => {
+                        match Decoder::from_extradata(codec, &extradata, ctx.analysis_size) {
+                            Ok(d) => decoder = Some(d),
+                            Err(e) => {
+                                *report.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(SourceError::Unsupported(e.to_string()));
+                                return;
+                            }
+                        }
+                    }
+                    RtspPacket::Frame { data, t } => {
+                        let Some(decoder) = decoder.as_mut() else { continue };
+                        let began = Instant::now();
+                        let mut want = || rate.keep(t);
+                        match decoder.decode(&data, None, &mut want) {
+                            Ok(pictures) => {
+                                consecutive = 0;
+                                for picture in pictures {
+                                    ctx.emit(picture, began.elapsed());
+                                }
+                            }
+                            Err(e) => {
+                                if let Err(err) = ctx.decode_error(&mut consecutive, e) {
+                                    *report.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx, failed, camera }
+    }
+
+    fn send(&self, packet: RtspPacket) {
+        if self.tx.try_send(packet).is_err() {
+            metrics::counter!("smart_cctv_camera_frames_dropped_total", "camera" => self.camera.to_string(), "reason" => "decoder_behind")
+                .increment(1);
+        }
+    }
+
+    fn failure(&self) -> Option<SourceError> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// `v4l2:///dev/videoN` or `v4l2://N`: a USB camera through nokhwa (MJPEG or
+/// YUYV, converted to RGB by nokhwa).
+pub fn run_v4l2(url: &CameraUrl, ctx: &SourceContext) -> Result<(), SourceError> {
+    use nokhwa::pixel_format::RgbFormat;
+    use nokhwa::utils::{CameraIndex, RequestedFormat, RequestedFormatType};
+
+    let text = url.expose();
+    let spec = text.trim_start_matches("v4l2://");
+    let index: u32 = spec
+        .trim_start_matches("/dev/video")
+        .trim_matches('/')
+        .parse()
+        .map_err(|_| SourceError::Device(format!("{url}: expected v4l2:///dev/videoN or v4l2://N")))?;
+    let requested = RequestedFormat::new::<RgbFormat>(RequestedFormatType::AbsoluteHighestFrameRate);
+    let mut camera = nokhwa::Camera::new(CameraIndex::Index(index), requested)
+        .map_err(|e| SourceError::Device(format!("/dev/video{index}: {e}")))?;
+    camera.open_stream().map_err(|e| SourceError::Device(format!("/dev/video{index}: {e}")))?;
+    ctx.stats.set_codec(format!("{}", camera.camera_format().format()).to_lowercase());
+    let mut rate = RateLimit::new(ctx.fps, ctx.frame_skip);
+    let start = Instant::now();
+    while !ctx.stopped() {
+        let buffer = camera.frame().map_err(|e| SourceError::Device(format!("/dev/video{index}: {e}")))?;
+        ctx.stats.packet_seen();
+        if !rate.keep(start.elapsed().as_secs_f64()) {
+            continue;
+        }
+        let began = Instant::now();
+        let decoded =
+            buffer.decode_image::<RgbFormat>().map_err(|e| SourceError::Device(format!("/dev/video{index}: {e}")))?;
+        let (w, h) = (decoded.width(), decoded.height());
+        let rgb = image::RgbImage::from_raw(w, h, decoded.into_raw())
+            .ok_or_else(|| SourceError::Device(format!("/dev/video{index}: bad frame size")))?;
+        ctx.emit(scale_still(rgb, ctx.analysis_size), began.elapsed());
+    }
+    Ok(())
+}
+
+/// Scales an RGB picture the way the FFmpeg path does, for sources that
+/// decode without FFmpeg.
+fn scale_still(rgb: image::RgbImage, analysis_size: u32) -> Picture {
+    use super::decode::{MOTION_WIDTH, fit};
+    use crate::detect::preprocess::resize_bilinear;
+    let (w, h) = (rgb.width(), rgb.height());
+    let (rw, rh) = fit(w, h, analysis_size);
+    let rgb = if (rw, rh) == (w, h) {
+        rgb
+    } else {
+        let data = resize_bilinear(rgb.as_raw(), w as usize, h as usize, rw as usize, rh as usize);
+        image::RgbImage::from_raw(rw, rh, data).unwrap_or(rgb)
+    };
+    let (gw, gh) = fit(rgb.width(), rgb.height(), MOTION_WIDTH);
+    let small = resize_bilinear(rgb.as_raw(), rgb.width() as usize, rgb.height() as usize, gw as usize, gh as usize);
+    let gray = image::GrayImage::from_fn(gw, gh, |x, y| {
+        let i = ((y * gw + x) * 3) as usize;
+        let (r, g, b) = (small[i] as u32, small[i + 1] as u32, small[i + 2] as u32);
+        image::Luma([((r * 77 + g * 150 + b * 29) >> 8) as u8])
+    });
+    Picture { rgb, gray, pts: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_keeps_one_frame_per_interval() {
+        let mut rate = RateLimit::new(Some(5.0), 0);
+        let kept = (0..30).filter(|i| rate.keep(*i as f64 / 15.0)).count();
+        assert_eq!(kept, 10, "15 fps for 2 s limited to 5 fps");
+        let mut every = RateLimit::new(None, 0);
+        assert_eq!((0..30).filter(|i| every.keep(*i as f64 / 15.0)).count(), 30);
+        let mut skip = RateLimit::new(None, 2);
+        assert_eq!((0..30).filter(|i| skip.keep(*i as f64 / 15.0)).count(), 10);
+    }
+
+    #[test]
+    fn credentials_are_split_off_and_decoded() {
+        let url = CameraUrl::new("rtsp://admin:p%40ss@127.0.0.1:8554/cam1");
+        let (plain, creds) = split_credentials(&url).unwrap();
+        assert_eq!(plain.as_str(), "rtsp://127.0.0.1:8554/cam1");
+        let creds = creds.unwrap();
+        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("admin", "p@ss"));
+    }
+}

@@ -1,0 +1,97 @@
+//! The detector actor: resolves and loads the model named in the config,
+//! retrying with backoff while it cannot (weights missing, hub unreachable),
+//! and publishes it to the inference workers. A missing model makes the
+//! detector "down" on `/healthz` with the reason; it does not bring the
+//! service down, and it recovers by itself once the weights appear.
+
+use crate::config::DetectionConfig;
+use crate::detect::weights::ModelStore;
+use crate::detect::{DecodeOptions, Detector, DetectorOptions, device_from_config};
+use crate::health::HealthBoard;
+use crate::supervision::Backoff;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct DetectorLoader;
+
+pub struct LoaderArgs {
+    pub config: DetectionConfig,
+    pub size: usize,
+    pub models_dir: std::path::PathBuf,
+    pub board: HealthBoard,
+    /// Workers wait on this.
+    pub publish: std::sync::Arc<watch::Sender<Option<Detector>>>,
+}
+
+pub struct LoaderState {
+    args: LoaderArgs,
+    attempt: u32,
+}
+
+pub enum LoaderMsg {
+    Load,
+}
+
+const RETRY: Backoff =
+    Backoff { initial: Duration::from_secs(5), max: Duration::from_secs(300), multiplier: 2.0, jitter: 0.2 };
+
+impl Actor for DetectorLoader {
+    type Msg = LoaderMsg;
+    type State = LoaderState;
+    type Arguments = LoaderArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<LoaderMsg>,
+        args: LoaderArgs,
+    ) -> Result<LoaderState, ActorProcessingErr> {
+        args.board.set_component("detector", false, "loading", None);
+        myself.cast(LoaderMsg::Load)?;
+        Ok(LoaderState { args, attempt: 0 })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<LoaderMsg>,
+        _: LoaderMsg,
+        state: &mut LoaderState,
+    ) -> Result<(), ActorProcessingErr> {
+        let config = state.args.config.clone();
+        let size = state.args.size;
+        let dir = state.args.models_dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let store = ModelStore::open(&dir)?;
+            let weights = store.resolve(&config.model)?;
+            let device = device_from_config(&config.device)?;
+            let options = DetectorOptions {
+                size,
+                decode: DecodeOptions { confidence: config.confidence_threshold as f32, ..DecodeOptions::default() },
+                ..DetectorOptions::default()
+            };
+            Detector::load(&weights, &device, options).map(|d| (d, weights))
+        })
+        .await?;
+        match loaded {
+            Ok((detector, weights)) => {
+                tracing::info!(model = %state.args.config.model, weights = %weights.display(), variant = %detector.variant, size, "detector ready");
+                state.args.board.set_component("detector", true, "ready", None);
+                state.args.publish.send_replace(Some(detector));
+                state.attempt = 0;
+            }
+            Err(e) => {
+                state.attempt += 1;
+                let delay = RETRY.delay(state.attempt, fastrand::f64());
+                tracing::error!(retry_in = %humantime::format_duration(Duration::from_secs(delay.as_secs())), "detector unavailable: {e}");
+                state.args.board.set_component("detector", false, "unavailable", Some(e.to_string()));
+                myself.send_after(delay, || LoaderMsg::Load);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _: ActorRef<LoaderMsg>, state: &mut LoaderState) -> Result<(), ActorProcessingErr> {
+        state.args.board.remove_component("detector");
+        Ok(())
+    }
+}
