@@ -192,6 +192,12 @@ impl CameraState {
         myself.send_after(delay, || CameraMsg::Connect);
     }
 
+    fn publish(&self) {
+        if let Ok(detail) = serde_json::to_value(self.status()) {
+            self.board.set_detail(&format!("camera/{}", self.id), detail);
+        }
+    }
+
     fn check(&mut self, myself: &ActorRef<CameraMsg>) {
         let last = self.stats.last_frame();
         if let Some(t) = last {
@@ -274,7 +280,10 @@ impl Actor for CameraActor {
                     state.fail(&myself, error);
                 }
             }
-            CameraMsg::Tick => state.check(&myself),
+            CameraMsg::Tick => {
+                state.check(&myself);
+                state.publish();
+            }
             CameraMsg::Status(reply) => {
                 let _ = reply.send(state.status());
             }

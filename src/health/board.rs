@@ -70,6 +70,9 @@ pub struct HealthReport {
 pub struct HealthBoard {
     children: Arc<Mutex<BTreeMap<String, ChildHealth>>>,
     components: Arc<Mutex<BTreeMap<String, ComponentHealth>>>,
+    /// Free-form status of components (a camera's frame count, say) for
+    /// `/api/status`, refreshed by their actors.
+    details: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
 }
 
 impl HealthBoard {
@@ -130,6 +133,16 @@ impl HealthBoard {
 
     pub fn remove_component(&self, path: &str) {
         self.components.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
+        self.details.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
+    }
+
+    /// Publishes a component's status for `/api/status`.
+    pub fn set_detail(&self, path: &str, detail: serde_json::Value) {
+        self.details.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), detail);
+    }
+
+    pub fn details(&self) -> BTreeMap<String, serde_json::Value> {
+        self.details.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn components(&self) -> BTreeMap<String, ComponentHealth> {

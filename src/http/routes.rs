@@ -25,6 +25,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/config", get(config))
+        .route("/api/status", get(status))
         .with_state(state)
 }
 
@@ -42,4 +43,17 @@ async fn healthz(State(state): State<ApiState>) -> Response {
 /// The running configuration, with every password redacted.
 async fn config(State(state): State<ApiState>) -> Json<Config> {
     Json(state.config.borrow().as_ref().clone())
+}
+
+/// Everything the health board knows: supervised children, components and
+/// their details (cameras' phase, frame counts, last error).
+async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let report = state.board.report();
+    Json(serde_json::json!({
+        "healthy": report.healthy,
+        "down": report.down,
+        "children": state.board.snapshot(),
+        "components": state.board.components(),
+        "details": state.board.details(),
+    }))
 }

@@ -1,9 +1,11 @@
 //! Integration tests: the real `smart-cctv` binary and library, as users and
 //! systemd run them. One test crate, several modules, to keep link time down.
 
+mod cameras;
 mod config_validate;
 mod detect;
 mod fixtures;
 mod models;
 mod service;
 mod support;
+mod testbed;
