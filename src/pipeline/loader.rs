@@ -21,7 +21,7 @@ pub struct LoaderArgs {
     pub models_dir: std::path::PathBuf,
     pub board: HealthBoard,
     /// Workers wait on this.
-    pub publish: std::sync::Arc<watch::Sender<Option<Detector>>>,
+    pub publish: std::sync::Arc<watch::Sender<super::SharedDetector>>,
 }
 
 pub struct LoaderState {
@@ -76,7 +76,7 @@ impl Actor for DetectorLoader {
             Ok((detector, weights)) => {
                 tracing::info!(model = %state.args.config.model, weights = %weights.display(), variant = %detector.variant, size, "detector ready");
                 state.args.board.set_component("detector", true, "ready", None);
-                state.args.publish.send_replace(Some(detector));
+                state.args.publish.send_replace(Some(std::sync::Arc::new(detector)));
                 state.attempt = 0;
             }
             Err(e) => {

@@ -28,6 +28,27 @@ pub struct Detections {
     pub inference: Duration,
 }
 
+/// What the workers run: the real [`Detector`](crate::detect::Detector), or
+/// a stand-in in tests of the pool itself.
+pub trait FrameDetector: Send + Sync {
+    fn detect(&self, image: &image::RgbImage) -> Result<Vec<Detection>, crate::detect::DetectError>;
+    /// `(model, input size)` for metric labels.
+    fn labels(&self) -> (String, String);
+}
+
+impl FrameDetector for crate::detect::Detector {
+    fn detect(&self, image: &image::RgbImage) -> Result<Vec<Detection>, crate::detect::DetectError> {
+        crate::detect::Detector::detect(self, image)
+    }
+
+    fn labels(&self) -> (String, String) {
+        (format!("yolov8{}", self.variant), self.options.size.to_string())
+    }
+}
+
+/// The model the workers use, once the loader has one.
+pub type SharedDetector = Option<Arc<dyn FrameDetector>>;
+
 /// Where detections go next (the tracker and rules, when present).
 pub trait DetectionSink: Send + Sync {
     fn publish(&self, detections: Detections);

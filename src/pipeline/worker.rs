@@ -5,8 +5,7 @@
 //! and the other workers carry on.
 
 use super::queue::FrameQueue;
-use super::{DetectionSink, Detections};
-use crate::detect::Detector;
+use super::{DetectionSink, Detections, SharedDetector};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ pub struct InferenceWorker;
 
 pub struct WorkerArgs {
     pub queue: Arc<FrameQueue>,
-    pub detector: watch::Receiver<Option<Detector>>,
+    pub detector: watch::Receiver<SharedDetector>,
     pub output: Arc<dyn DetectionSink>,
 }
 
@@ -68,8 +67,8 @@ impl Actor for InferenceWorker {
                     return Err(format!("inference worker panicked on a frame from {camera}: {join}").into());
                 }
             };
-            let size = detector.options.size.to_string();
-            metrics::histogram!("smart_cctv_inference_seconds", "model" => format!("yolov8{}", detector.variant), "size" => size)
+            let (model, size) = detector.labels();
+            metrics::histogram!("smart_cctv_inference_seconds", "model" => model, "size" => size)
                 .record(inference.as_secs_f64());
             metrics::histogram!("smart_cctv_detection_latency_seconds", "camera" => camera.to_string())
                 .record(frame.captured_at.elapsed().as_secs_f64());
@@ -77,5 +76,108 @@ impl Actor for InferenceWorker {
         }
         myself.cast(WorkerMsg::Next)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::clock::tokio_clock;
+    use crate::camera::Frame;
+    use crate::detect::{DetectError, Detection};
+    use crate::health::HealthBoard;
+    use crate::pipeline::FrameDetector;
+    use crate::supervision::{ChildSpec, Intensity, Restart, Strategy, Supervisor, SupervisorArgs};
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    /// Finds one "person" in every frame, and panics on frames 13 pixels wide.
+    struct Poisonable;
+
+    impl FrameDetector for Poisonable {
+        fn detect(&self, image: &image::RgbImage) -> Result<Vec<Detection>, DetectError> {
+            assert!(image.width() != 13, "poisoned frame");
+            Ok(vec![Detection { class_id: 0, class_name: "person", confidence: 0.9, bbox: [0.0, 0.0, 1.0, 1.0] }])
+        }
+
+        fn labels(&self) -> (String, String) {
+            ("test".into(), "1".into())
+        }
+    }
+
+    #[derive(Default)]
+    struct Published(Mutex<Vec<u64>>);
+
+    impl DetectionSink for Published {
+        fn publish(&self, d: Detections) {
+            self.0.lock().unwrap().push(d.frame.seq);
+        }
+    }
+
+    fn frame(seq: u64, width: u32) -> Frame {
+        Frame {
+            camera: Arc::from(if seq.is_multiple_of(2) { "a" } else { "b" }),
+            seq,
+            pts: None,
+            captured: SystemTime::now(),
+            captured_at: Instant::now(),
+            rgb: Arc::new(image::RgbImage::new(width, 4)),
+            gray: Arc::new(image::GrayImage::new(2, 2)),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_worker_is_restarted_and_only_its_frame_is_lost() {
+        let queue = Arc::new(FrameQueue::new(64));
+        let detector: SharedDetector = Some(Arc::new(Poisonable));
+        let (_tx, rx) = watch::channel(detector);
+        let published = Arc::new(Published::default());
+        let board = HealthBoard::new();
+        let workers = (0..2)
+            .map(|i| {
+                let (queue, rx, output) = (queue.clone(), rx.clone(), published.clone() as Arc<dyn DetectionSink>);
+                let mut spec = ChildSpec::new(format!("worker-{i}"), Restart::Permanent, move |sup| {
+                    let args = WorkerArgs { queue: queue.clone(), detector: rx.clone(), output: output.clone() };
+                    async move { Ok(Actor::spawn_linked(None, InferenceWorker, args, sup).await?.0.get_cell()) }
+                });
+                spec.backoff.initial = Duration::from_millis(50);
+                spec
+            })
+            .collect();
+        let args = SupervisorArgs {
+            path: "inference".into(),
+            strategy: Strategy::OneForOne,
+            intensity: Intensity { max_restarts: 5, period: Duration::from_secs(10) },
+            children: workers,
+            board: board.clone(),
+            clock: tokio_clock(),
+            on_escalate: None,
+        };
+        let (sup, _) = Actor::spawn(None, Supervisor, args).await.unwrap();
+
+        for seq in 1..=20 {
+            queue.push(frame(seq, if seq == 11 { 13 } else { 4 }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while published.0.lock().unwrap().len() < 19 {
+            assert!(Instant::now() < deadline, "published only {:?}", published.0.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut seqs = published.0.lock().unwrap().clone();
+        seqs.sort_unstable();
+        let expected: Vec<u64> = (1..=20).filter(|s| *s != 11).collect();
+        assert_eq!(seqs, expected);
+        let restarts =
+            || -> u64 { (0..2).filter_map(|i| board.get(&format!("inference/worker-{i}"))).map(|h| h.restarts).sum() };
+        while restarts() < 1 {
+            assert!(Instant::now() < deadline, "no restart: {:?}", board.snapshot());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(restarts(), 1);
+        let failed =
+            (0..2).filter_map(|i| board.get(&format!("inference/worker-{i}"))).find(|h| h.restarts == 1).unwrap();
+        assert!(failed.last_error.unwrap().contains("panicked"));
+        sup.stop(None);
     }
 }

@@ -5,13 +5,12 @@
 
 use crate::camera::{CameraActor, CameraArgs, FrameSink};
 use crate::config::{CameraConfig, Config};
-use crate::detect::Detector;
 use crate::health::HealthBoard;
 use crate::health::watchdog::{Watchdog, WatchdogArgs, interval_from_env};
 use crate::http::{ApiState, HttpArgs, HttpServer};
 use crate::pipeline::loader::{DetectorLoader, LoaderArgs};
 use crate::pipeline::worker::{InferenceWorker, WorkerArgs};
-use crate::pipeline::{DetectionSink, GatedSink, motion::MotionSettings, queue::FrameQueue};
+use crate::pipeline::{DetectionSink, GatedSink, SharedDetector, motion::MotionSettings, queue::FrameQueue};
 use crate::supervision::policy::{ChildPolicy, SupervisorPolicy};
 use crate::supervision::{ChildSpec, Restart, StartFn, Supervisor, SupervisorArgs};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -36,8 +35,8 @@ pub struct Components {
     pub metrics: PrometheusHandle,
     pub config: watch::Receiver<Arc<Config>>,
     pub frames: Arc<FrameQueue>,
-    pub detector: watch::Receiver<Option<Detector>>,
-    pub detector_tx: Arc<watch::Sender<Option<Detector>>>,
+    pub detector: watch::Receiver<SharedDetector>,
+    pub detector_tx: Arc<watch::Sender<SharedDetector>>,
     pub detections: Arc<dyn DetectionSink>,
     /// The policy for children of dynamic supervisors.
     pub defaults: Option<ChildPolicy>,

@@ -6,6 +6,7 @@ mod config_validate;
 mod detect;
 mod fixtures;
 mod models;
+mod motion;
 mod service;
 mod support;
 mod testbed;
