@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each with `run(..) -> exit code`.
 
+pub mod bench;
 pub mod cameras;
 pub mod config;
 pub mod detect;
@@ -37,6 +38,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the service until SIGTERM/SIGINT; SIGHUP reloads the configuration
     Run,
+    /// Benchmarks
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Camera tools
     Cameras {
         #[command(subcommand)]
@@ -77,5 +83,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Config { command } => config::run(&cli, command),
         Command::Detect(args) => detect::run(&cli, args),
         Command::Cameras { command } => cameras::run(&cli, command),
+        Command::Bench { command } => bench::run(&cli, command),
     }
 }

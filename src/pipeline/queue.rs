@@ -39,7 +39,7 @@ impl FrameQueue {
         let dropped = if queue.len() >= self.capacity { queue.pop_front().is_some() } else { false };
         queue.push_back(frame);
         if dropped {
-            metrics::counter!("smart_cctv_frames_dropped_total", "camera" => camera.to_string(), "reason" => "queue_full").increment(1);
+            metrics::counter!("smart_cctv_camera_frames_dropped_total", "camera" => camera.to_string(), "reason" => "inference_queue_full").increment(1);
         } else {
             inner.depth += 1;
         }

@@ -59,7 +59,8 @@ impl Backoff {
     /// `unit` is a random number in `[0, 1)`; jitter spreads the delay over
     /// `[d * (1 - jitter), d * (1 + jitter)]`, never beyond `max`.
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(64) as i32;
+        // Large exponents overflow to infinity, which the cap below absorbs.
+        let exponent = attempt.saturating_sub(1).min(i32::MAX as u32) as i32;
         let max = self.max.as_secs_f64();
         let base = (self.initial.as_secs_f64() * self.multiplier.powi(exponent)).min(max);
         let spread = self.jitter.clamp(0.0, 1.0) * (2.0 * unit.clamp(0.0, 1.0) - 1.0);

@@ -183,3 +183,23 @@ fn gpu_request_without_gpu_support_is_explained() {
     let err = smart_cctv::detect::device_from_config("cuda:0").err().unwrap().to_string();
     assert!(err.contains("no GPU support") && err.contains("--features cuda"), "{err}");
 }
+
+#[test]
+fn bench_detector_ends_with_a_stable_line() {
+    let fixtures = fixtures_or_skip!();
+    let output = Command::new(BIN)
+        .args(["bench", "detector", "--size", "320", "--threads", "1", "--iterations", "2", "--warmup", "1", "--model"])
+        .arg(fixtures.join("yolov8n/yolov8n.safetensors"))
+        .arg("--image")
+        .arg(fixtures.join("images/bus.jpg"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap();
+    let fields: Vec<(&str, &str)> = last.split(' ').map(|kv| kv.split_once('=').unwrap()).collect();
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, ["median_ms", "p90_ms", "size", "threads"], "{last}");
+    assert!(fields[0].1.parse::<f64>().unwrap() > 0.0);
+    assert_eq!((fields[2].1, fields[3].1), ("320", "1"));
+}

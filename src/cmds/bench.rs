@@ -1,0 +1,113 @@
+//! `smart-cctv bench detector`: times the detector's forward pass, the way
+//! users compare models and machines. The last line is stable for scripts:
+//! `median_ms=12.3 p90_ms=13.0 size=320 threads=2`.
+
+use super::Cli;
+use crate::detect::preprocess::to_input;
+use crate::detect::weights::ModelStore;
+use crate::detect::{Detector, DetectorOptions, LetterboxMode};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time the detector's forward pass on a real image after a warm-up
+    Detector(DetectorBench),
+}
+
+#[derive(Debug, Args)]
+pub struct DetectorBench {
+    /// Weights file or model name [default: processing.detection.model]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Network input size (square)
+    #[arg(long, default_value_t = 640, value_parser = super::detect::parse_size)]
+    pub size: usize,
+    /// Compute threads [default: all cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Timed iterations
+    #[arg(long, default_value_t = 20)]
+    pub iterations: usize,
+    /// Warm-up iterations
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Frames per forward pass (to measure whether batching cameras pays)
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Image to run on [default: the first frame of the demo clip]
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+}
+
+pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
+    let BenchCommand::Detector(args) = command;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    // candle sizes its thread pool from this on first use; nothing has run yet.
+    // SAFETY: no other thread exists yet that could read the environment.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+
+    let config = crate::config::load(cli.config_path().as_deref())?.config;
+    let store = ModelStore::open(&ModelStore::default_dir())?;
+    let weights = store.resolve(args.model.as_deref().unwrap_or(&config.processing.detection.model))?;
+    let options = DetectorOptions { size: args.size, mode: LetterboxMode::Square, ..DetectorOptions::default() };
+    let detector = Detector::load(&weights, &candle_core::Device::Cpu, options)?;
+    let image = match &args.image {
+        Some(path) => image::open(path).with_context(|| format!("cannot read {}", path.display()))?.to_rgb8(),
+        None => demo_frame()?,
+    };
+    let (one, _) = to_input(&image, args.size, LetterboxMode::Square, detector.device())?;
+    let input = candle_core::Tensor::cat(&vec![&one; args.batch.max(1)], 0)?;
+
+    for _ in 0..args.warmup {
+        detector.forward(&input)?;
+    }
+    let mut times: Vec<f64> = (0..args.iterations.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            detector.forward(&input).map(|_| started.elapsed().as_secs_f64() * 1000.0)
+        })
+        .collect::<Result<_, _>>()?;
+    times.sort_by(f64::total_cmp);
+    let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let (median, p90) = (pick(0.5), pick(0.9));
+    println!(
+        "yolov8{} {}x{} batch {} on {} thread(s): {} iterations after {} warm-up",
+        detector.variant,
+        args.size,
+        args.size,
+        args.batch,
+        threads,
+        times.len(),
+        args.warmup
+    );
+    if args.batch > 1 {
+        println!("  per frame: median {:.1} ms", median / args.batch as f64);
+    }
+    println!("  min {:.1} ms  median {median:.1} ms  p90 {p90:.1} ms  max {:.1} ms", times[0], times[times.len() - 1]);
+    println!("median_ms={median:.1} p90_ms={p90:.1} size={} threads={threads}", args.size);
+    Ok(0)
+}
+
+/// The first frame of the demo clip, decoded by the camera path.
+fn demo_frame() -> anyhow::Result<image::RgbImage> {
+    use crate::camera::decode::Decoder;
+    let path = PathBuf::from("config/demo/people_walking.mp4");
+    crate::camera::decode::init();
+    let mut input =
+        ffmpeg_next::format::input(&path).with_context(|| format!("cannot open {}; pass --image", path.display()))?;
+    let stream = input.streams().best(ffmpeg_next::media::Type::Video).context("demo clip has no video")?;
+    let index = stream.index();
+    let mut decoder = Decoder::from_parameters(stream.parameters(), 640)?;
+    for (stream, packet) in input.packets() {
+        if stream.index() == index
+            && let Some(picture) = decoder.decode_packet(&packet, &mut || true)?.into_iter().next()
+        {
+            return Ok(picture.rgb);
+        }
+    }
+    anyhow::bail!("no frame decoded from {}", path.display())
+}
