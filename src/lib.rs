@@ -10,7 +10,9 @@
 //! - [`service`]: builds the tree from config and runs it until a signal stops it.
 //! - [`cmds`]: one module per CLI subcommand.
 
+pub mod alerts;
 pub mod base;
+pub mod calibration;
 pub mod camera;
 pub mod cmds;
 pub mod coco;
@@ -20,6 +22,8 @@ pub mod draw;
 pub mod health;
 pub mod http;
 pub mod pipeline;
+pub mod rules;
 pub mod service;
 pub mod supervision;
 pub mod telemetry;
+pub mod tracker;

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, each with `run(..) -> exit code`.
 
 pub mod bench;
+pub mod calibrate;
 pub mod cameras;
 pub mod config;
 pub mod detect;
@@ -43,6 +44,8 @@ pub enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// Fit a camera's image-to-ground calibration from measured points
+    Calibrate(calibrate::CalibrateArgs),
     /// Camera tools
     Cameras {
         #[command(subcommand)]
@@ -84,5 +87,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Detect(args) => detect::run(&cli, args),
         Command::Cameras { command } => cameras::run(&cli, command),
         Command::Bench { command } => bench::run(&cli, command),
+        Command::Calibrate(args) => calibrate::run(&cli, args),
     }
 }

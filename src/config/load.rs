@@ -75,7 +75,10 @@ pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
     };
     let invalid = |problems| ConfigError::Invalid { file: source.clone(), problems };
     let config = parse(&text).map_err(|p| invalid(vec![p]))?;
-    let problems = validate(&config);
+    let mut problems = validate(&config);
+    if problems.is_empty() {
+        problems.extend(check_calibrations(&config, &calibration_dir(path), path.is_none()));
+    }
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
@@ -109,6 +112,58 @@ fn parse(text: &str) -> Result<Config, Problem> {
         let key = if key == "." { "(top level)".to_owned() } else { key };
         Problem::new(key, e.into_inner().to_string())
     })
+}
+
+/// Calibration files live in `calibration/` beside the config file
+/// (`config/calibration/` for the embedded default).
+pub fn calibration_dir(config_path: Option<&Path>) -> std::path::PathBuf {
+    match config_path.and_then(Path::parent) {
+        Some(dir) => dir.join("calibration"),
+        None => std::path::PathBuf::from("config/calibration"),
+    }
+}
+
+/// Rules that measure on the ground need each of their cameras calibrated,
+/// with the references they name.
+fn check_calibrations(config: &Config, dir: &Path, embedded_default: bool) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, rule) in config.alert_rules.iter().enumerate() {
+        let c = &rule.conditions;
+        let ground_zone = c.zones.iter().position(|z| z.space == crate::config::ZoneSpace::Ground);
+        if c.distance_to_reference.is_none() && ground_zone.is_none() {
+            continue;
+        }
+        let key = match (&c.distance_to_reference, ground_zone) {
+            (Some(_), _) => format!("alert_rules[{i}].conditions.distance_to_reference"),
+            (None, Some(j)) => format!("alert_rules[{i}].conditions.zones[{j}]"),
+            (None, None) => continue,
+        };
+        let cameras: Vec<&str> = if rule.cameras.is_empty() {
+            config.cameras.iter().map(|c| c.id.as_str()).collect()
+        } else {
+            rule.cameras.iter().map(String::as_str).collect()
+        };
+        for camera in cameras {
+            let path = crate::calibration::path_for(dir, camera);
+            match crate::calibration::load_camera(dir, camera, embedded_default) {
+                Err(e) => problems.push(Problem::new(
+                    key.clone(),
+                    format!("camera `{camera}` needs a calibration for ground measurements: {e} (run `smart-cctv calibrate --camera {camera}`)"),
+                )),
+                Ok(cal) => {
+                    if let Some(name) = c.distance_to_reference.as_ref().and_then(|d| d.reference.as_ref())
+                        && !cal.references.contains_key(name)
+                    {
+                        problems.push(Problem::new(
+                            format!("alert_rules[{i}].conditions.distance_to_reference.reference"),
+                            format!("`{name}` is not a reference in {}", path.display()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems
 }
 
 fn holds_secrets(config: &Config) -> bool {

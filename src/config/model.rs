@@ -220,11 +220,55 @@ pub struct AlertRuleConfig {
     pub cooldown: Duration,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Keep the cooldown per tracked object instead of per camera: a second
+    /// person arriving alerts even while the first one's cooldown runs.
+    #[serde(default)]
+    pub cooldown_per_track: bool,
+    /// Objects that have not moved for a while (a parked car) do not trigger.
+    #[serde(default = "yes")]
+    pub ignore_stationary: bool,
+}
+
+/// A polygon, in image pixels of the analysed frame or in ground metres
+/// (which needs the camera's calibration).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub points: Vec<[f32; 2]>,
+    #[serde(default)]
+    pub space: ZoneSpace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoneSpace {
+    #[default]
+    Image,
+    Ground,
+}
+
+/// When a rule is armed, in local time.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// `mon` … `sun`; empty means every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// `"22:00-06:00"` (may wrap midnight); absent means all day.
+    #[serde(default)]
+    pub hours: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionsConfig {
+    /// The object's foot point must be inside one of these.
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    #[serde(default)]
+    pub schedule: Option<ScheduleConfig>,
     /// COCO class names; empty means any class.
     #[serde(default)]
     pub classes: Vec<String>,
@@ -358,6 +402,13 @@ pub struct MonitoringConfig {
     pub smtp_password: Option<String>,
     #[serde(default = "yes")]
     pub smtp_starttls: bool,
+    /// At most one alert email per this interval; the rest are counted.
+    #[serde(default = "default_email_interval", with = "duration")]
+    pub email_min_interval: Duration,
+}
+
+fn default_email_interval() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl Default for MonitoringConfig {
@@ -372,6 +423,7 @@ impl Default for MonitoringConfig {
             smtp_username: None,
             smtp_password: None,
             smtp_starttls: true,
+            email_min_interval: default_email_interval(),
         }
     }
 }

@@ -161,6 +161,26 @@ fn rules(config: &Config, p: &mut Vec<Problem>) {
                 format!("{} must be a distance in metres above 0", d.value),
             ));
         }
+        for (j, zone) in c.zones.iter().enumerate() {
+            if zone.points.len() < 3 {
+                p.push(Problem::new(format!("{key}.conditions.zones[{j}].points"), "a zone needs at least 3 points"));
+            }
+        }
+        if let Some(schedule) = &c.schedule {
+            for (j, day) in schedule.days.iter().enumerate() {
+                if crate::rules::schedule::parse_day(day).is_none() {
+                    p.push(Problem::new(
+                        format!("{key}.conditions.schedule.days[{j}]"),
+                        format!("`{day}` is not mon, tue, wed, thu, fri, sat or sun"),
+                    ));
+                }
+            }
+            if let Some(hours) = &schedule.hours
+                && let Err(e) = crate::rules::schedule::parse_hours(hours)
+            {
+                p.push(Problem::new(format!("{key}.conditions.schedule.hours"), e));
+            }
+        }
         if c.min_count == Some(0) {
             p.push(Problem::new(format!("{key}.conditions.min_count"), "must be at least 1"));
         }

@@ -54,24 +54,6 @@ pub trait DetectionSink: Send + Sync {
     fn publish(&self, detections: Detections);
 }
 
-/// Logs and counts detections.
-#[derive(Debug, Default)]
-pub struct LogDetections;
-
-impl DetectionSink for LogDetections {
-    fn publish(&self, d: Detections) {
-        for det in &d.detections {
-            metrics::counter!("smart_cctv_detections_total", "camera" => d.frame.camera.to_string(), "class" => det.class_name)
-                .increment(1);
-        }
-        if !d.detections.is_empty() {
-            let summary: Vec<String> =
-                d.detections.iter().map(|x| format!("{} {:.2}", x.class_name, x.confidence)).collect();
-            tracing::debug!(camera = %d.frame.camera, seq = d.frame.seq, "detected {}", summary.join(", "));
-        }
-    }
-}
-
 /// The motion gates of every camera in front of the inference queue.
 pub struct GatedSink {
     settings: Option<MotionSettings>,

@@ -1,7 +1,7 @@
 //! SIGHUP: re-read, validate, diff, apply. A config that fails any step is
 //! rejected whole; the running one stays.
 
-use super::topology::{Components, camera_sink, camera_spec};
+use super::topology::{Components, camera_sink, camera_spec, rule_spec};
 use super::{ServiceOptions, load_config};
 use crate::config::{Config, ConfigDiff, Problem};
 use crate::supervision::SupervisorMsg;
@@ -36,6 +36,7 @@ impl Reloader {
                 metrics::counter!("smart_cctv_config_reloads_total").increment(1);
                 tracing::info!(generation = self.generation, "configuration reloaded: {diff}");
                 self.apply_cameras(&diff).await;
+                self.apply_rules(&diff).await;
             }
             Err(problems) => {
                 metrics::counter!("smart_cctv_config_reload_failures_total").increment(1);
@@ -74,7 +75,7 @@ impl Reloader {
         if d.is_empty() {
             return;
         }
-        let Some(cell) = ractor::registry::where_is(String::from("cameras")) else {
+        let Some(cell) = ractor::registry::where_is("cameras") else {
             tracing::warn!("no cameras supervisor is running; camera changes apply when it starts");
             return;
         };
@@ -94,6 +95,31 @@ impl Reloader {
                 Ok(Ok(())) => tracing::info!(camera = %camera.id, "camera started"),
                 Ok(Err(e)) => tracing::error!(camera = %camera.id, "camera did not start: {e}"),
                 Err(e) => tracing::error!(camera = %camera.id, "cameras supervisor did not answer: {e}"),
+            }
+        }
+    }
+
+    /// Restarts only the rules that were added, removed or changed; the
+    /// others keep their cooldowns.
+    async fn apply_rules(&self, diff: &ConfigDiff) {
+        let d = &diff.rules;
+        if d.is_empty() {
+            return;
+        }
+        let Some(cell) = ractor::registry::where_is("rules") else {
+            tracing::warn!("no rules supervisor is running; rule changes apply when it starts");
+            return;
+        };
+        let rules: ActorRef<SupervisorMsg> = cell.into();
+        for name in d.to_remove.iter().chain(&d.to_change) {
+            if let Err(e) = call_t!(rules, SupervisorMsg::StopChild, 10_000, name.clone()) {
+                tracing::error!(rule = %name, "cannot stop rule: {e}");
+            }
+        }
+        let config = self.config.borrow().clone();
+        for rule in config.alert_rules.iter().filter(|r| d.to_add.contains(&r.name) || d.to_change.contains(&r.name)) {
+            if let Err(e) = call_t!(rules, SupervisorMsg::StartChild, 10_000, rule_spec(rule, &self.components)) {
+                tracing::error!(rule = %rule.name, "rules supervisor did not answer: {e}");
             }
         }
     }

@@ -3,16 +3,21 @@
 //! `cameras` and `inference` are supervisors whose children come from the
 //! config: one camera actor per enabled camera, N inference workers.
 
+use crate::alerts::actor::{AlertsActor, AlertsArgs, NAME as ALERTS};
+use crate::calibration::Calibration;
 use crate::camera::{CameraActor, CameraArgs, FrameSink};
-use crate::config::{CameraConfig, Config};
+use crate::config::{AlertRuleConfig, CameraConfig, Config};
 use crate::health::HealthBoard;
 use crate::health::watchdog::{Watchdog, WatchdogArgs, interval_from_env};
 use crate::http::{ApiState, HttpArgs, HttpServer};
 use crate::pipeline::loader::{DetectorLoader, LoaderArgs};
 use crate::pipeline::worker::{InferenceWorker, WorkerArgs};
 use crate::pipeline::{DetectionSink, GatedSink, SharedDetector, motion::MotionSettings, queue::FrameQueue};
+use crate::rules::actor::{RuleActor, RuleArgs};
 use crate::supervision::policy::{ChildPolicy, SupervisorPolicy};
 use crate::supervision::{ChildSpec, Restart, StartFn, Supervisor, SupervisorArgs};
+use crate::tracker::TrackerSettings;
+use crate::tracker::actor::{NAME as TRACKER, ToTracker, TrackerActor, TrackerArgs};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, SpawnErr};
 use std::collections::HashMap;
@@ -21,12 +26,15 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Component ids a `supervision.toml` leaf may name.
-pub const COMPONENTS: &[&str] = &["health", "http", "detector"];
+pub const COMPONENTS: &[&str] = &["health", "http", "detector", "alerts", "tracker"];
 /// Supervisors whose children come from the config.
-pub const DYNAMIC: &[&str] = &["cameras", "inference"];
+pub const DYNAMIC: &[&str] = &["cameras", "inference", "rules"];
 
 /// Frames queued per camera for inference; more would only add latency.
 const QUEUE_PER_CAMERA: usize = 2;
+
+/// The longest side of frames handed to the pipeline.
+pub const ANALYSIS_SIZE: u32 = 640;
 
 /// What components are built from.
 #[derive(Clone)]
@@ -40,6 +48,10 @@ pub struct Components {
     pub detections: Arc<dyn DetectionSink>,
     /// The policy for children of dynamic supervisors.
     pub defaults: Option<ChildPolicy>,
+    /// Per camera, from `calibration/` beside the config file.
+    pub calibrations: Arc<HashMap<String, Calibration>>,
+    /// `data/snapshots`.
+    pub snapshots: std::path::PathBuf,
 }
 
 impl Components {
@@ -47,7 +59,8 @@ impl Components {
         board: HealthBoard,
         metrics: PrometheusHandle,
         config: watch::Receiver<Arc<Config>>,
-        detections: Arc<dyn DetectionSink>,
+        calibrations: HashMap<String, Calibration>,
+        snapshots: std::path::PathBuf,
     ) -> Self {
         let (tx, rx) = watch::channel(None);
         Self {
@@ -57,8 +70,10 @@ impl Components {
             frames: Arc::new(FrameQueue::new(QUEUE_PER_CAMERA)),
             detector: rx,
             detector_tx: Arc::new(tx),
-            detections,
+            detections: Arc::new(ToTracker),
             defaults: None,
+            calibrations: Arc::new(calibrations),
+            snapshots,
         }
     }
 
@@ -118,6 +133,7 @@ fn start_supervisor(
         let children = match id.as_str() {
             "cameras" => camera_specs(&components),
             "inference" => worker_specs(&components),
+            "rules" => rule_specs(&components),
             _ => child_specs(&policy, &path, &components),
         };
         let args = SupervisorArgs {
@@ -164,7 +180,9 @@ pub fn camera_spec(
     let board = components.board.clone();
     let camera = camera.clone();
     let performance = config.performance.clone();
-    let analysis_size = config.processing.detection.size as u32;
+    // Frames stay at up to 640 px whatever the detector size: snapshots and
+    // calibration use them, and the detector letterboxes them itself.
+    let analysis_size = ANALYSIS_SIZE;
     let id = camera.id.clone();
     let start: StartFn = Arc::new(move |parent| {
         let args = CameraArgs {
@@ -182,6 +200,23 @@ pub fn camera_spec(
 /// The camera sink for a new config (reloads rebuild it so masks follow).
 pub fn camera_sink(components: &Components, config: &Config) -> Arc<dyn FrameSink> {
     components.camera_sink(config)
+}
+
+/// One actor per alert rule.
+pub fn rule_specs(components: &Components) -> Vec<ChildSpec> {
+    let config = components.config.borrow().clone();
+    config.alert_rules.iter().map(|r| rule_spec(r, components)).collect()
+}
+
+pub fn rule_spec(rule: &AlertRuleConfig, components: &Components) -> ChildSpec {
+    let rule = rule.clone();
+    let calibrations = components.calibrations.clone();
+    let id = rule.name.clone();
+    let start: StartFn = Arc::new(move |parent| {
+        let args = RuleArgs { rule: rule.clone(), calibrations: calibrations.clone() };
+        Box::pin(async move { Ok(Actor::spawn_linked(None, RuleActor, args, parent).await?.0.get_cell()) })
+    });
+    dynamic_child(id, components, start)
 }
 
 fn worker_specs(components: &Components) -> Vec<ChildSpec> {
@@ -229,7 +264,46 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
             };
             Box::pin(async move { Ok(Actor::spawn_linked(None, DetectorLoader, args, parent).await?.0.get_cell()) })
         }),
+        "tracker" => Arc::new(move |parent| {
+            let args = TrackerArgs { settings: TrackerSettings::default(), calibrations: c.calibrations.clone() };
+            Box::pin(async move {
+                Ok(Actor::spawn_linked(Some(TRACKER.into()), TrackerActor, args, parent).await?.0.get_cell())
+            })
+        }),
+        "alerts" => Arc::new(move |parent| {
+            let args = AlertsArgs { snapshots: c.snapshots.clone(), monitoring: c.config.borrow().monitoring.clone() };
+            Box::pin(async move {
+                Ok(Actor::spawn_linked(Some(ALERTS.into()), AlertsActor, args, parent).await?.0.get_cell())
+            })
+        }),
         _ => return None,
     };
     Some(start)
+}
+
+/// Every camera's calibration found in `dir`; a broken file is logged and
+/// skipped (validation already rejected rules that need it).
+pub fn load_calibrations(
+    config: &Config,
+    dir: &std::path::Path,
+    embedded_default: bool,
+) -> HashMap<String, Calibration> {
+    config
+        .cameras
+        .iter()
+        .filter_map(|c| {
+            let path = crate::calibration::path_for(dir, &c.id);
+            let embedded = embedded_default && c.id == "demo";
+            if !path.exists() && !embedded {
+                return None;
+            }
+            match crate::calibration::load_camera(dir, &c.id, embedded_default) {
+                Ok(cal) => Some((c.id.clone(), cal)),
+                Err(e) => {
+                    tracing::warn!(camera = %c.id, "calibration ignored: {e}");
+                    None
+                }
+            }
+        })
+        .collect()
 }

@@ -37,8 +37,12 @@ fn valid_config_passes() {
 
 #[test]
 fn the_shipped_config_is_valid() {
-    let (code, out) = validate(&std::fs::read_to_string(repo_file("config/config.yaml")).unwrap());
-    assert_eq!(code, 0, "{out}");
+    let out = Command::new(BIN).args(["config", "validate"]).arg(repo_file("config/config.yaml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    // The embedded copy (used where no config/config.yaml exists) is valid too.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).args(["config", "validate"]).current_dir(elsewhere.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! The tracker actor: one tracker per camera, fed by the inference workers.
+//!
+//! Parent: the root supervisor. Input: detections per frame. Output: each
+//! camera's active tracks, sent to every rule actor (process group `rules`).
+
+use super::{Tracker, TrackerSettings};
+use crate::calibration::Calibration;
+use crate::pipeline::{DetectionSink, Detections};
+use crate::rules::actor::{RULES_GROUP, RuleMsg};
+use crate::rules::{TrackView, TrackedFrame};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The registered name the detection sink sends to.
+pub const NAME: &str = "tracker";
+
+pub struct TrackerActor;
+
+pub struct TrackerArgs {
+    pub settings: TrackerSettings,
+    /// Per camera; positions are metres where present, pixels elsewhere.
+    pub calibrations: Arc<HashMap<String, Calibration>>,
+}
+
+pub struct TrackerState {
+    args: TrackerArgs,
+    trackers: HashMap<Arc<str>, Tracker>,
+}
+
+pub enum TrackerMsg {
+    Detections(Box<Detections>),
+}
+
+/// Hands detections to the tracker actor, wherever it currently runs.
+#[derive(Debug, Default)]
+pub struct ToTracker;
+
+impl DetectionSink for ToTracker {
+    fn publish(&self, detections: Detections) {
+        for d in &detections.detections {
+            metrics::counter!("smart_cctv_detections_total", "camera" => detections.frame.camera.to_string(), "class" => d.class_name)
+                .increment(1);
+        }
+        match ractor::registry::where_is(NAME) {
+            Some(cell) => {
+                let _ = ActorRef::<TrackerMsg>::from(cell).cast(TrackerMsg::Detections(Box::new(detections)));
+            }
+            None => metrics::counter!("smart_cctv_frames_lost_total", "reason" => "tracker_down").increment(1),
+        }
+    }
+}
+
+impl Actor for TrackerActor {
+    type Msg = TrackerMsg;
+    type State = TrackerState;
+    type Arguments = TrackerArgs;
+
+    async fn pre_start(&self, _: ActorRef<TrackerMsg>, args: TrackerArgs) -> Result<TrackerState, ActorProcessingErr> {
+        Ok(TrackerState { args, trackers: HashMap::new() })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<TrackerMsg>,
+        msg: TrackerMsg,
+        state: &mut TrackerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let TrackerMsg::Detections(d) = msg;
+        let camera = d.frame.camera.clone();
+        let calibration = state.args.calibrations.get(&*camera);
+        let settings = &state.args.settings;
+        let tracker = state.trackers.entry(camera.clone()).or_insert_with(|| {
+            let mut s = settings.clone();
+            if calibration.is_none() {
+                // Without calibration positions are pixels of the analysed frame.
+                s.stationary_radius = 8.0;
+            }
+            Tracker::new(s)
+        });
+        let project = |p: (f32, f32)| -> (f32, f32) {
+            calibration
+                .and_then(|c| c.homography.project((p.0 as f64, p.1 as f64)))
+                .map_or(p, |(x, y)| (x as f32, y as f32))
+        };
+        tracker.update(&d.detections, d.frame.captured_at, &project);
+        let tracks: Vec<TrackView> = tracker
+            .active()
+            .map(|t| TrackView {
+                id: t.id,
+                class_name: t.class_name,
+                confidence: t.confidence,
+                bbox: t.bbox,
+                stationary: t.stationary,
+            })
+            .collect();
+        metrics::gauge!("smart_cctv_tracks_active", "camera" => camera.to_string()).set(tracks.len() as f64);
+        let tracked = Arc::new(TrackedFrame { frame: d.frame, tracks });
+        for member in ractor::pg::get_members(&RULES_GROUP.to_owned()) {
+            let _ = ActorRef::<RuleMsg>::from(member).cast(RuleMsg::Frame(tracked.clone()));
+        }
+        Ok(())
+    }
+}
