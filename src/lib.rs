@@ -24,6 +24,7 @@ pub mod http;
 pub mod pipeline;
 pub mod rules;
 pub mod service;
+pub mod speaker;
 pub mod supervision;
 pub mod telemetry;
 pub mod tracker;

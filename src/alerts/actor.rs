@@ -62,6 +62,16 @@ impl Actor for AlertsActor {
         );
         tracing::info!(target: crate::telemetry::logging::ALERT_TARGET, "{summary}");
 
+        for member in ractor::pg::get_members(&crate::speaker::SPEAKERS_GROUP.to_owned()) {
+            let request = crate::speaker::policy::PlayRequest {
+                rule: alert.rule.clone(),
+                sound: alert.sound.clone().unwrap_or_default(),
+                priority: alert.priority,
+            };
+            let _ =
+                ActorRef::<crate::speaker::SpeakerMsg>::from(member).cast(crate::speaker::SpeakerMsg::Play(request));
+        }
+
         let for_snapshot = alert.clone();
         let snapshot_path = path.clone();
         tokio::task::spawn_blocking(move || {

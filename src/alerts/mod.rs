@@ -30,4 +30,7 @@ pub struct Alert {
     pub tracks: Vec<TrackView>,
     /// The rule's image-space zones, to draw.
     pub zones: Vec<Vec<(f32, f32)>>,
+    /// What speakers should play, and how urgently.
+    pub sound: Option<String>,
+    pub priority: u8,
 }

@@ -6,6 +6,7 @@ pub mod cameras;
 pub mod config;
 pub mod detect;
 pub mod run;
+pub mod speaker;
 
 use crate::telemetry::logging::LogFormat;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,11 @@ pub enum Command {
     },
     /// Detect objects in still images, to check a model or a threshold
     Detect(detect::DetectArgs),
+    /// Speaker tools
+    Speaker {
+        #[command(subcommand)]
+        command: speaker::SpeakerCommand,
+    },
     /// Configuration tools
     Config {
         #[command(subcommand)]
@@ -88,5 +94,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Cameras { command } => cameras::run(&cli, command),
         Command::Bench { command } => bench::run(&cli, command),
         Command::Calibrate(args) => calibrate::run(&cli, args),
+        Command::Speaker { command } => speaker::run(&cli, command),
     }
 }

@@ -227,6 +227,13 @@ pub struct AlertRuleConfig {
     /// Objects that have not moved for a while (a parked car) do not trigger.
     #[serde(default = "yes")]
     pub ignore_stationary: bool,
+    /// What speakers play for it: `chime`, `alarm`, `beep` or a sound file;
+    /// each speaker's own `sound` when absent.
+    #[serde(default)]
+    pub sound: Option<String>,
+    /// Higher plays first when several alerts queue on a speaker.
+    #[serde(default)]
+    pub priority: u8,
 }
 
 /// A polygon, in image pixels of the analysed frame or in ground metres
@@ -370,6 +377,28 @@ pub struct SpeakerConfig {
     /// 0.0 to 1.0.
     #[serde(default = "default_volume")]
     pub volume: f64,
+    /// Rules that play here; empty means all.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// `chime`, `alarm`, `beep`, or a WAV/OGG/MP3 file; a rule's `sound` wins.
+    #[serde(default = "default_sound")]
+    pub sound: String,
+    /// `"22:00-07:00"`: alerts are still stored and logged, just not played.
+    #[serde(default)]
+    pub quiet_hours: Option<String>,
+    /// The same rule within this window plays once.
+    #[serde(default = "default_coalesce", with = "duration")]
+    pub coalesce: Duration,
+    /// Reconnect backoff when the device is missing or drops.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+}
+
+fn default_sound() -> String {
+    "chime".into()
+}
+fn default_coalesce() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -216,6 +216,12 @@ fn speakers(speakers: &[SpeakerConfig], p: &mut Vec<Problem>) {
         if !(0.0..=1.0).contains(&s.volume) {
             p.push(Problem::new(format!("speakers[{i}].volume"), format!("{} must be between 0 and 1", s.volume)));
         }
+        if let Some(h) = &s.quiet_hours
+            && let Err(e) = crate::rules::schedule::parse_hours(h)
+        {
+            p.push(Problem::new(format!("speakers[{i}].quiet_hours"), e));
+        }
+        backoff(&format!("speakers[{i}].backoff"), &s.backoff, p);
         match (s.kind, &s.address) {
             (SpeakerKind::Bluetooth, None) => {
                 p.push(Problem::new(format!("speakers[{i}].address"), "a bluetooth speaker needs its MAC address"));

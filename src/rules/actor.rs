@@ -69,6 +69,8 @@ impl Actor for RuleActor {
                 .filter(|z| z.space == ZoneSpace::Image)
                 .map(|z| z.points.iter().map(|p| (p[0], p[1])).collect())
                 .collect(),
+            sound: engine.rule.sound.clone(),
+            priority: engine.rule.priority,
         };
         match ractor::registry::where_is(ALERTS) {
             Some(cell) => ActorRef::<AlertsMsg>::from(cell).cast(AlertsMsg::Alert(Box::new(alert)))?,

@@ -1,7 +1,7 @@
 //! SIGHUP: re-read, validate, diff, apply. A config that fails any step is
 //! rejected whole; the running one stays.
 
-use super::topology::{Components, camera_sink, camera_spec, rule_spec};
+use super::topology::{Components, camera_sink, camera_spec, rule_spec, speaker_spec};
 use super::{ServiceOptions, load_config};
 use crate::config::{Config, ConfigDiff, Problem};
 use crate::supervision::SupervisorMsg;
@@ -37,6 +37,7 @@ impl Reloader {
                 tracing::info!(generation = self.generation, "configuration reloaded: {diff}");
                 self.apply_cameras(&diff).await;
                 self.apply_rules(&diff).await;
+                self.apply_speakers(&diff).await;
             }
             Err(problems) => {
                 metrics::counter!("smart_cctv_config_reload_failures_total").increment(1);
@@ -120,6 +121,32 @@ impl Reloader {
         for rule in config.alert_rules.iter().filter(|r| d.to_add.contains(&r.name) || d.to_change.contains(&r.name)) {
             if let Err(e) = call_t!(rules, SupervisorMsg::StartChild, 10_000, rule_spec(rule, &self.components)) {
                 tracing::error!(rule = %rule.name, "rules supervisor did not answer: {e}");
+            }
+        }
+    }
+
+    /// Restarts only the speakers that were added, removed or changed.
+    async fn apply_speakers(&self, diff: &ConfigDiff) {
+        let d = &diff.speakers;
+        if d.is_empty() {
+            return;
+        }
+        let Some(cell) = ractor::registry::where_is("speakers") else {
+            tracing::warn!("no speakers supervisor is running; speaker changes apply when it starts");
+            return;
+        };
+        let speakers: ActorRef<SupervisorMsg> = cell.into();
+        for id in d.to_remove.iter().chain(&d.to_change) {
+            if let Err(e) = call_t!(speakers, SupervisorMsg::StopChild, 10_000, id.clone()) {
+                tracing::error!(speaker = %id, "cannot stop speaker: {e}");
+            }
+        }
+        let config = self.config.borrow().clone();
+        for speaker in config.speakers.iter().filter(|s| d.to_add.contains(&s.id) || d.to_change.contains(&s.id)) {
+            if let Err(e) =
+                call_t!(speakers, SupervisorMsg::StartChild, 10_000, speaker_spec(speaker, &self.components))
+            {
+                tracing::error!(speaker = %speaker.id, "speakers supervisor did not answer: {e}");
             }
         }
     }

@@ -14,6 +14,7 @@ use crate::pipeline::loader::{DetectorLoader, LoaderArgs};
 use crate::pipeline::worker::{InferenceWorker, WorkerArgs};
 use crate::pipeline::{DetectionSink, GatedSink, SharedDetector, motion::MotionSettings, queue::FrameQueue};
 use crate::rules::actor::{RuleActor, RuleArgs};
+use crate::speaker::{SpeakerActor, SpeakerArgs};
 use crate::supervision::policy::{ChildPolicy, SupervisorPolicy};
 use crate::supervision::{ChildSpec, Restart, StartFn, Supervisor, SupervisorArgs};
 use crate::tracker::TrackerSettings;
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 /// Component ids a `supervision.toml` leaf may name.
 pub const COMPONENTS: &[&str] = &["health", "http", "detector", "alerts", "tracker"];
 /// Supervisors whose children come from the config.
-pub const DYNAMIC: &[&str] = &["cameras", "inference", "rules"];
+pub const DYNAMIC: &[&str] = &["cameras", "inference", "rules", "speakers"];
 
 /// Frames queued per camera for inference; more would only add latency.
 const QUEUE_PER_CAMERA: usize = 2;
@@ -134,6 +135,7 @@ fn start_supervisor(
             "cameras" => camera_specs(&components),
             "inference" => worker_specs(&components),
             "rules" => rule_specs(&components),
+            "speakers" => speaker_specs(&components),
             _ => child_specs(&policy, &path, &components),
         };
         let args = SupervisorArgs {
@@ -215,6 +217,23 @@ pub fn rule_spec(rule: &AlertRuleConfig, components: &Components) -> ChildSpec {
     let start: StartFn = Arc::new(move |parent| {
         let args = RuleArgs { rule: rule.clone(), calibrations: calibrations.clone() };
         Box::pin(async move { Ok(Actor::spawn_linked(None, RuleActor, args, parent).await?.0.get_cell()) })
+    });
+    dynamic_child(id, components, start)
+}
+
+/// One actor per speaker.
+pub fn speaker_specs(components: &Components) -> Vec<ChildSpec> {
+    let config = components.config.borrow().clone();
+    config.speakers.iter().map(|s| speaker_spec(s, components)).collect()
+}
+
+pub fn speaker_spec(speaker: &crate::config::SpeakerConfig, components: &Components) -> ChildSpec {
+    let speaker = speaker.clone();
+    let board = components.board.clone();
+    let id = speaker.id.clone();
+    let start: StartFn = Arc::new(move |parent| {
+        let args = SpeakerArgs { config: speaker.clone(), board: board.clone() };
+        Box::pin(async move { Ok(Actor::spawn_linked(None, SpeakerActor, args, parent).await?.0.get_cell()) })
     });
     dynamic_child(id, components, start)
 }

@@ -9,5 +9,6 @@ mod fixtures;
 mod models;
 mod motion;
 mod service;
+mod speakers;
 mod support;
 mod testbed;
