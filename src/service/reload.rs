@@ -3,8 +3,9 @@
 
 use super::topology::{Components, camera_sink, camera_spec, rule_spec, speaker_spec};
 use super::{ServiceOptions, load_config};
+use crate::config::diff::Difference;
 use crate::config::{Config, ConfigDiff, Problem};
-use crate::supervision::SupervisorMsg;
+use crate::supervision::{ChildSpec, SupervisorMsg};
 use crate::telemetry::logging::Logging;
 use ractor::{ActorRef, call_t};
 use std::sync::Arc;
@@ -35,9 +36,7 @@ impl Reloader {
             Ok(diff) => {
                 metrics::counter!("smart_cctv_config_reloads_total").increment(1);
                 tracing::info!(generation = self.generation, "configuration reloaded: {diff}");
-                self.apply_cameras(&diff).await;
-                self.apply_rules(&diff).await;
-                self.apply_speakers(&diff).await;
+                self.apply(&diff).await;
             }
             Err(problems) => {
                 metrics::counter!("smart_cctv_config_reload_failures_total").increment(1);
@@ -70,84 +69,47 @@ impl Reloader {
         Ok(diff)
     }
 
-    /// Restarts only the cameras that were added, removed or changed.
-    async fn apply_cameras(&self, diff: &ConfigDiff) {
-        let d = &diff.cameras;
-        if d.is_empty() {
-            return;
-        }
-        let Some(cell) = ractor::registry::where_is("cameras") else {
-            tracing::warn!("no cameras supervisor is running; camera changes apply when it starts");
-            return;
-        };
-        let cameras: ActorRef<SupervisorMsg> = cell.into();
-        for id in d.to_remove.iter().chain(&d.to_change) {
-            if let Err(e) = call_t!(cameras, SupervisorMsg::StopChild, 30_000, id.clone()) {
-                tracing::error!(camera = %id, "cannot stop camera: {e}");
-            }
-        }
+    /// Restarts only the cameras, rules and speakers that were added,
+    /// removed or changed; the others keep running (and rules keep their
+    /// cooldowns).
+    async fn apply(&self, diff: &ConfigDiff) {
         let config = self.config.borrow().clone();
-        let sink = camera_sink(&self.components, &config);
-        for camera in
-            config.cameras.iter().filter(|c| c.enabled && (d.to_add.contains(&c.id) || d.to_change.contains(&c.id)))
-        {
-            let spec = camera_spec(camera, &config, sink.clone(), &self.components);
-            match call_t!(cameras, SupervisorMsg::StartChild, 30_000, spec) {
-                Ok(Ok(())) => tracing::info!(camera = %camera.id, "camera started"),
-                Ok(Err(e)) => tracing::error!(camera = %camera.id, "camera did not start: {e}"),
-                Err(e) => tracing::error!(camera = %camera.id, "cameras supervisor did not answer: {e}"),
-            }
+        let c = &self.components;
+        let sink = camera_sink(c, &config);
+        let cameras = config
+            .cameras
+            .iter()
+            .filter(|cam| cam.enabled)
+            .map(|cam| (cam.id.clone(), camera_spec(cam, &config, sink.clone(), c)));
+        restart_changed("cameras", &diff.cameras, cameras.collect()).await;
+        let rules = config.alert_rules.iter().map(|r| (r.name.clone(), rule_spec(r, c)));
+        restart_changed("rules", &diff.rules, rules.collect()).await;
+        let speakers = config.speakers.iter().map(|s| (s.id.clone(), speaker_spec(s, c)));
+        restart_changed("speakers", &diff.speakers, speakers.collect()).await;
+    }
+}
+
+/// Stops the removed and changed children of the dynamic supervisor
+/// `supervisor`, then starts the added and changed ones from `specs` (by id).
+async fn restart_changed(supervisor: &str, d: &Difference, specs: Vec<(String, ChildSpec)>) {
+    if d.is_empty() {
+        return;
+    }
+    let Some(cell) = ractor::registry::where_is(supervisor) else {
+        tracing::warn!("no {supervisor} supervisor is running; the changes apply when it starts");
+        return;
+    };
+    let parent: ActorRef<SupervisorMsg> = cell.into();
+    for id in d.to_remove.iter().chain(&d.to_change) {
+        if let Err(e) = call_t!(parent, SupervisorMsg::StopChild, 30_000, id.clone()) {
+            tracing::error!(%supervisor, child = %id, "cannot stop: {e}");
         }
     }
-
-    /// Restarts only the rules that were added, removed or changed; the
-    /// others keep their cooldowns.
-    async fn apply_rules(&self, diff: &ConfigDiff) {
-        let d = &diff.rules;
-        if d.is_empty() {
-            return;
-        }
-        let Some(cell) = ractor::registry::where_is("rules") else {
-            tracing::warn!("no rules supervisor is running; rule changes apply when it starts");
-            return;
-        };
-        let rules: ActorRef<SupervisorMsg> = cell.into();
-        for name in d.to_remove.iter().chain(&d.to_change) {
-            if let Err(e) = call_t!(rules, SupervisorMsg::StopChild, 10_000, name.clone()) {
-                tracing::error!(rule = %name, "cannot stop rule: {e}");
-            }
-        }
-        let config = self.config.borrow().clone();
-        for rule in config.alert_rules.iter().filter(|r| d.to_add.contains(&r.name) || d.to_change.contains(&r.name)) {
-            if let Err(e) = call_t!(rules, SupervisorMsg::StartChild, 10_000, rule_spec(rule, &self.components)) {
-                tracing::error!(rule = %rule.name, "rules supervisor did not answer: {e}");
-            }
-        }
-    }
-
-    /// Restarts only the speakers that were added, removed or changed.
-    async fn apply_speakers(&self, diff: &ConfigDiff) {
-        let d = &diff.speakers;
-        if d.is_empty() {
-            return;
-        }
-        let Some(cell) = ractor::registry::where_is("speakers") else {
-            tracing::warn!("no speakers supervisor is running; speaker changes apply when it starts");
-            return;
-        };
-        let speakers: ActorRef<SupervisorMsg> = cell.into();
-        for id in d.to_remove.iter().chain(&d.to_change) {
-            if let Err(e) = call_t!(speakers, SupervisorMsg::StopChild, 10_000, id.clone()) {
-                tracing::error!(speaker = %id, "cannot stop speaker: {e}");
-            }
-        }
-        let config = self.config.borrow().clone();
-        for speaker in config.speakers.iter().filter(|s| d.to_add.contains(&s.id) || d.to_change.contains(&s.id)) {
-            if let Err(e) =
-                call_t!(speakers, SupervisorMsg::StartChild, 10_000, speaker_spec(speaker, &self.components))
-            {
-                tracing::error!(speaker = %speaker.id, "speakers supervisor did not answer: {e}");
-            }
+    for (id, spec) in specs.into_iter().filter(|(id, _)| d.to_add.contains(id) || d.to_change.contains(id)) {
+        match call_t!(parent, SupervisorMsg::StartChild, 30_000, spec) {
+            Ok(Ok(())) => tracing::info!(%supervisor, child = %id, "started"),
+            Ok(Err(e)) => tracing::error!(%supervisor, child = %id, "did not start: {e}"),
+            Err(e) => tracing::error!(%supervisor, child = %id, "supervisor did not answer: {e}"),
         }
     }
 }

@@ -69,6 +69,12 @@ struct Child {
     pending: Option<u64>,
 }
 
+impl Child {
+    fn new(spec: ChildSpec) -> Self {
+        Self { spec, cell: None, state: ChildState::Starting, attempt: 0, started_at: None, starts: 0, pending: None }
+    }
+}
+
 pub struct SupervisorState {
     path: String,
     strategy: Strategy,
@@ -297,19 +303,7 @@ impl Actor for Supervisor {
             strategy: args.strategy,
             window: RestartWindow::new(args.intensity),
             intensity_period: args.intensity.period,
-            children: args
-                .children
-                .into_iter()
-                .map(|spec| Child {
-                    spec,
-                    cell: None,
-                    state: ChildState::Starting,
-                    attempt: 0,
-                    started_at: None,
-                    starts: 0,
-                    pending: None,
-                })
-                .collect(),
+            children: args.children.into_iter().map(Child::new).collect(),
             board: args.board,
             clock: args.clock,
             on_escalate: args.on_escalate,
@@ -349,15 +343,7 @@ impl Actor for Supervisor {
                     let _ = reply.send(Err(format!("{}: child {} already exists", state.path, spec.id)));
                     return Ok(());
                 }
-                state.children.push(Child {
-                    spec,
-                    cell: None,
-                    state: ChildState::Starting,
-                    attempt: 0,
-                    started_at: None,
-                    starts: 0,
-                    pending: None,
-                });
+                state.children.push(Child::new(spec));
                 let idx = state.children.len() - 1;
                 match state.start_child(&myself.get_cell(), idx).await {
                     Ok(()) => {

@@ -7,14 +7,20 @@
 use std::path::PathBuf;
 
 pub fn dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SMART_CCTV_FIXTURES")
+    shared_dir("SMART_CCTV_FIXTURES", "fixtures", "yolov8n/yolov8n.safetensors")
+}
+
+/// `$env`, or `../shared/<relative>`, when it holds `marker`. Missing is a
+/// failure under CI and a skip elsewhere.
+pub fn shared_dir(env: &str, relative: &str, marker: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    if dir.join("yolov8n/yolov8n.safetensors").is_file() {
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared").join(relative));
+    if dir.join(marker).is_file() {
         return Some(dir);
     }
-    assert!(std::env::var("CI").is_err(), "fixtures not found at {} (set SMART_CCTV_FIXTURES)", dir.display());
-    eprintln!("skipping: fixtures not found at {}", dir.display());
+    assert!(std::env::var("CI").is_err(), "{relative} not found at {} (set {env})", dir.display());
+    eprintln!("skipping: {relative} not found at {}", dir.display());
     None
 }
 

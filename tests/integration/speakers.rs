@@ -176,6 +176,20 @@ fn bluetooth_speaker_connects_and_reconnects_after_removal() {
     let calls = mock.ctl(&["calls", "AA:BB:CC:DD:EE:01"]);
     assert!(calls.contains("Connect"), "{calls}");
 
+    // `speaker test` works against the same mock, through the ALSA capture.
+    let config = dir.path().join("bt.yaml");
+    write_private(&config, "speakers:\n  - id: bt\n    kind: bluetooth\n    address: \"AA:BB:CC:DD:EE:01\"\n");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["speaker", "test", "--speaker", "bt"])
+        .envs(alsa_env(&testbed, &dir.path().join("bt-test.raw")))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &mock.address)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(audible_seconds(&testbed, &dir.path().join("bt-test.raw")) > 0.8);
+
     mock.ctl(&["remove-device", "AA:BB:CC:DD:EE:01"]);
     wait_for("the speaker to go down", Duration::from_secs(10), || (!ready(&service)).then_some(()));
     let error = components(&service)["speaker/bt"]["error"].as_str().unwrap_or("").to_owned();

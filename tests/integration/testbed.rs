@@ -6,15 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 pub fn dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SMART_CCTV_TESTBED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testbed"));
-    if dir.join("rtsp-server").is_file() {
-        return Some(dir);
-    }
-    assert!(std::env::var("CI").is_err(), "testbed not found at {} (set SMART_CCTV_TESTBED)", dir.display());
-    eprintln!("skipping: testbed not found at {}", dir.display());
-    None
+    crate::fixtures::shared_dir("SMART_CCTV_TESTBED", "testbed", "rtsp-server")
 }
 
 /// `Some(dir)` or return from the test.
