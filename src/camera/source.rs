@@ -165,6 +165,9 @@ pub fn run_file(path: &Path, realtime: bool, ctx: &SourceContext) -> Result<(), 
     let index = stream.index();
     ctx.stats.set_codec(format!("{:?}", stream.parameters().id()).to_lowercase());
     let time_base = f64::from(stream.time_base());
+    // One frame interval, to continue the timeline across a loop.
+    let rate = f64::from(stream.avg_frame_rate());
+    let frame_interval = if rate.is_finite() && rate > 0.0 { 1.0 / rate } else { 1.0 / 15.0 };
     let mut decoder = Decoder::from_parameters(stream.parameters(), ctx.analysis_size)
         .map_err(|e| SourceError::Unsupported(format!("{shown}: {e}")))?;
     let mut rate = RateLimit::new(ctx.fps, ctx.frame_skip);
@@ -210,7 +213,7 @@ pub fn run_file(path: &Path, realtime: bool, ctx: &SourceContext) -> Result<(), 
             return Err(SourceError::Ended(format!("{shown}: no decodable frames")));
         }
         // Loop: back to the start, one frame interval after the last frame.
-        offset = last_t + 1.0 / 15.0;
+        offset = last_t + frame_interval;
         input.seek(0, ..).map_err(|e| SourceError::Ended(format!("{shown}: cannot loop: {e}")))?;
         decoder.flush();
     }
