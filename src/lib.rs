@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod rules;
 pub mod service;
 pub mod speaker;
+pub mod store;
 pub mod supervision;
 pub mod telemetry;
 pub mod tracker;

@@ -6,28 +6,42 @@
 
 use super::{Alert, email, snapshot};
 use crate::config::MonitoringConfig;
+use crate::store::AlertRecord;
+use crate::store::actor::{NAME as STORE, StoreMsg};
+use ractor::call_t;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub const NAME: &str = "alerts";
 
 pub struct AlertsActor;
 
 pub struct AlertsArgs {
-    /// `data/snapshots`.
-    pub snapshots: PathBuf,
+    /// The data directory; snapshots go to `snapshots/` under it.
+    pub data_dir: PathBuf,
     pub monitoring: MonitoringConfig,
 }
 
 pub struct AlertsState {
     args: AlertsArgs,
     last_email: Option<Instant>,
+    /// Alerts not yet acknowledged by the store, oldest first; bounded so a
+    /// long store outage costs memory only up to a point, and the loss is counted.
+    unsaved: VecDeque<AlertRecord>,
+    retry_scheduled: bool,
 }
 
 pub enum AlertsMsg {
     Alert(Box<Alert>),
+    /// Try again to write what the store has not acknowledged.
+    Retry,
 }
+
+/// Alerts kept while the store is down.
+const UNSAVED_MAX: usize = 1000;
+const RETRY: Duration = Duration::from_secs(5);
 
 impl Actor for AlertsActor {
     type Msg = AlertsMsg;
@@ -35,21 +49,28 @@ impl Actor for AlertsActor {
     type Arguments = AlertsArgs;
 
     async fn pre_start(&self, _: ActorRef<AlertsMsg>, args: AlertsArgs) -> Result<AlertsState, ActorProcessingErr> {
-        Ok(AlertsState { args, last_email: None })
+        Ok(AlertsState { args, last_email: None, unsaved: VecDeque::new(), retry_scheduled: false })
     }
 
     async fn handle(
         &self,
-        _: ActorRef<AlertsMsg>,
+        myself: ActorRef<AlertsMsg>,
         msg: AlertsMsg,
         state: &mut AlertsState,
     ) -> Result<(), ActorProcessingErr> {
-        let AlertsMsg::Alert(alert) = msg;
+        let alert = match msg {
+            AlertsMsg::Alert(alert) => alert,
+            AlertsMsg::Retry => {
+                state.retry_scheduled = false;
+                save(state, &myself).await;
+                return Ok(());
+            }
+        };
         let latency = alert.captured_at.elapsed();
         metrics::histogram!("smart_cctv_alert_latency_seconds").record(latency.as_secs_f64());
         metrics::counter!("smart_cctv_alerts_total", "rule" => alert.rule.clone(), "camera" => alert.camera.to_string())
             .increment(1);
-        let path = snapshot::path_for(&state.args.snapshots, &alert);
+        let path = snapshot::path_for(&state.args.data_dir.join("snapshots"), &alert);
         let distance = alert.distance_m.map(|d| format!(" distance_m={d:.2}")).unwrap_or_default();
         let summary = format!(
             "ALERT rule={} camera={} class={} confidence={:.2} tracks={:?}{distance} snapshot={}",
@@ -71,6 +92,22 @@ impl Actor for AlertsActor {
             let _ =
                 ActorRef::<crate::speaker::SpeakerMsg>::from(member).cast(crate::speaker::SpeakerMsg::Play(request));
         }
+
+        if state.unsaved.len() >= UNSAVED_MAX {
+            state.unsaved.pop_front();
+            metrics::counter!("smart_cctv_alerts_unsaved_lost_total").increment(1);
+            tracing::error!("event store down too long: the oldest unsaved alert was dropped from the record");
+        }
+        state.unsaved.push_back(AlertRecord {
+            time_us: crate::store::unix_micros(alert.captured),
+            rule: alert.rule.clone(),
+            camera: alert.camera.to_string(),
+            class: alert.class_name.to_owned(),
+            confidence: alert.confidence,
+            track_ids: alert.track_ids.clone(),
+            distance_m: alert.distance_m,
+            snapshot: path.strip_prefix(&state.args.data_dir).unwrap_or(&path).display().to_string(),
+        });
 
         let for_snapshot = alert.clone();
         let snapshot_path = path.clone();
@@ -98,6 +135,33 @@ impl Actor for AlertsActor {
                 metrics::counter!("smart_cctv_alert_emails_total", "result" => "rate_limited").increment(1);
             }
         }
+        save(state, &myself).await;
         Ok(())
+    }
+}
+
+/// Writes unsaved alerts in order until the store refuses; retries later.
+async fn save(state: &mut AlertsState, myself: &ActorRef<AlertsMsg>) {
+    while let Some(record) = state.unsaved.front().cloned() {
+        let Some(cell) = ractor::registry::where_is(STORE) else { break };
+        let store: ActorRef<StoreMsg> = cell.into();
+        match call_t!(store, StoreMsg::Append, 5_000, record) {
+            Ok(Ok(())) => {
+                state.unsaved.pop_front();
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("alert not yet stored: {e}");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!("alert not yet stored: the store did not answer: {e}");
+                break;
+            }
+        }
+    }
+    metrics::gauge!("smart_cctv_alerts_unsaved").set(state.unsaved.len() as f64);
+    if !state.unsaved.is_empty() && !state.retry_scheduled {
+        state.retry_scheduled = true;
+        myself.send_after(RETRY, || AlertsMsg::Retry);
     }
 }

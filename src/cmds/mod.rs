@@ -1,10 +1,12 @@
 //! The command line: one module per subcommand, each with `run(..) -> exit code`.
 
+pub mod alerts;
 pub mod bench;
 pub mod calibrate;
 pub mod cameras;
 pub mod config;
 pub mod detect;
+pub mod ops;
 pub mod run;
 pub mod speaker;
 
@@ -40,6 +42,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the service until SIGTERM/SIGINT; SIGHUP reloads the configuration
     Run,
+    /// Stored alerts
+    Alerts {
+        #[command(subcommand)]
+        command: alerts::AlertsCommand,
+    },
+    /// Maintenance of the data directory
+    Ops {
+        #[command(subcommand)]
+        command: ops::OpsCommand,
+    },
     /// Benchmarks
     Bench {
         #[command(subcommand)]
@@ -93,6 +105,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Detect(args) => detect::run(&cli, args),
         Command::Cameras { command } => cameras::run(&cli, command),
         Command::Bench { command } => bench::run(&cli, command),
+        Command::Alerts { command } => alerts::run(&cli, command),
+        Command::Ops { command } => ops::run(&cli, command),
         Command::Calibrate(args) => calibrate::run(&cli, args),
         Command::Speaker { command } => speaker::run(&cli, command),
     }

@@ -26,6 +26,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/config", get(config))
         .route("/api/status", get(status))
+        .route("/api/alerts", get(alerts))
         .with_state(state)
 }
 
@@ -56,4 +57,41 @@ async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
         "components": state.board.components(),
         "details": state.board.details(),
     }))
+}
+
+/// `/api/alerts?since=7d&camera=front&rule=r&class=person&limit=100`
+#[derive(Debug, serde::Deserialize)]
+pub struct AlertsParams {
+    since: Option<String>,
+    camera: Option<String>,
+    rule: Option<String>,
+    class: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Stored alerts, oldest first, as JSON.
+async fn alerts(axum::extract::Query(p): axum::extract::Query<AlertsParams>) -> Response {
+    use crate::store::actor::{NAME, StoreMsg};
+    let since = match p.since.as_deref().map(crate::base::duration::parse).transpose() {
+        Ok(since) => since,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": format!("since: {e}") })))
+                .into_response();
+        }
+    };
+    let query =
+        crate::store::AlertQuery { camera: p.camera, rule: p.rule, class: p.class, limit: p.limit, since_us: None }
+            .since(since);
+    let Some(cell) = ractor::registry::where_is(NAME) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": "the event store is down" })))
+            .into_response();
+    };
+    let store: ractor::ActorRef<StoreMsg> = cell.into();
+    match ractor::call_t!(store, StoreMsg::Alerts, 10_000, query) {
+        Ok(Ok(alerts)) => Json(alerts).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e }))).into_response(),
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+        }
+    }
 }

@@ -15,6 +15,7 @@ use crate::pipeline::worker::{InferenceWorker, WorkerArgs};
 use crate::pipeline::{DetectionSink, GatedSink, SharedDetector, motion::MotionSettings, queue::FrameQueue};
 use crate::rules::actor::{RuleActor, RuleArgs};
 use crate::speaker::{SpeakerActor, SpeakerArgs};
+use crate::store::actor::{NAME as STORE, StoreActor, StoreArgs};
 use crate::supervision::policy::{ChildPolicy, SupervisorPolicy};
 use crate::supervision::{ChildSpec, Restart, StartFn, Supervisor, SupervisorArgs};
 use crate::tracker::TrackerSettings;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Component ids a `supervision.toml` leaf may name.
-pub const COMPONENTS: &[&str] = &["health", "http", "detector", "alerts", "tracker"];
+pub const COMPONENTS: &[&str] = &["health", "http", "store", "detector", "alerts", "tracker"];
 /// Supervisors whose children come from the config.
 pub const DYNAMIC: &[&str] = &["cameras", "inference", "rules", "speakers"];
 
@@ -51,8 +52,8 @@ pub struct Components {
     pub defaults: Option<ChildPolicy>,
     /// Per camera, from `calibration/` beside the config file.
     pub calibrations: Arc<HashMap<String, Calibration>>,
-    /// `data/snapshots`.
-    pub snapshots: std::path::PathBuf,
+    /// The data directory (logs, events.redb, snapshots).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Components {
@@ -61,7 +62,7 @@ impl Components {
         metrics: PrometheusHandle,
         config: watch::Receiver<Arc<Config>>,
         calibrations: HashMap<String, Calibration>,
-        snapshots: std::path::PathBuf,
+        data_dir: std::path::PathBuf,
     ) -> Self {
         let (tx, rx) = watch::channel(None);
         Self {
@@ -74,7 +75,7 @@ impl Components {
             detections: Arc::new(ToTracker),
             defaults: None,
             calibrations: Arc::new(calibrations),
-            snapshots,
+            data_dir,
         }
     }
 
@@ -283,6 +284,12 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
             };
             Box::pin(async move { Ok(Actor::spawn_linked(None, DetectorLoader, args, parent).await?.0.get_cell()) })
         }),
+        "store" => Arc::new(move |parent| {
+            let args = StoreArgs { path: c.data_dir.join(crate::store::FILE), board: c.board.clone() };
+            Box::pin(async move {
+                Ok(Actor::spawn_linked(Some(STORE.into()), StoreActor, args, parent).await?.0.get_cell())
+            })
+        }),
         "tracker" => Arc::new(move |parent| {
             let args = TrackerArgs { settings: TrackerSettings::default(), calibrations: c.calibrations.clone() };
             Box::pin(async move {
@@ -290,7 +297,7 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
             })
         }),
         "alerts" => Arc::new(move |parent| {
-            let args = AlertsArgs { snapshots: c.snapshots.clone(), monitoring: c.config.borrow().monitoring.clone() };
+            let args = AlertsArgs { data_dir: c.data_dir.clone(), monitoring: c.config.borrow().monitoring.clone() };
             Box::pin(async move {
                 Ok(Actor::spawn_linked(Some(ALERTS.into()), AlertsActor, args, parent).await?.0.get_cell())
             })

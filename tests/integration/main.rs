@@ -10,5 +10,6 @@ mod models;
 mod motion;
 mod service;
 mod speakers;
+mod store;
 mod support;
 mod testbed;

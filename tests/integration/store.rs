@@ -1,0 +1,109 @@
+//! The event store with real files and the real process: alerts recorded by
+//! the running service, listed online (through its API) and offline (from the
+//! file), and `ops check` on clean, orphaned and damaged data.
+
+use crate::fixtures_or_skip;
+use crate::support::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn cli(config: &Path, data: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN).arg("--config").arg(config).arg("--data-dir").arg(data).args(args).output().unwrap();
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[test]
+fn alerts_are_recorded_listed_online_and_offline_and_check_clean() {
+    let fixtures = fixtures_or_skip!();
+    let config = format!(
+        "cameras:\n  - id: walk\n    url: file://{}\nprocessing:\n  detection:\n    model: {}\n    size: 320\n\
+         alert_rules:\n  - name: person\n    conditions:\n      classes: [person]\n    cooldown: 1s\n\
+         http:\n  listen: \"{{listen}}\"\n",
+        fixtures.join("video/people_walking_640x480_15fps_10s.mp4").display(),
+        fixtures.join("yolov8n/yolov8n.safetensors").display()
+    );
+    let mut service = Service::start(&config, &[]);
+    let (config_path, data) = (service.config_path(), service.data_dir());
+    // Online: the service owns the file; the CLI asks its API.
+    let online = wait_for("three stored alerts", Duration::from_secs(60), || {
+        let (code, out) = cli(&config_path, &data, &["alerts", "list", "--json", "--since", "1h"]);
+        let alerts = json_lines(&out);
+        (code == Some(0) && alerts.len() >= 3).then_some(alerts)
+    });
+    assert_eq!(online[0]["rule"], "person");
+    assert_eq!(online[0]["camera"], "walk");
+    signal(&service.child, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut service.child, Duration::from_secs(15)).code(), Some(0));
+
+    // Offline: read from the file, at least what was acknowledged before.
+    let (code, out) = cli(&config_path, &data, &["alerts", "list", "--json", "--camera", "walk"]);
+    assert_eq!(code, Some(0), "{out}");
+    let offline = json_lines(&out);
+    assert!(offline.len() >= online.len(), "{} offline < {} online", offline.len(), online.len());
+    assert_eq!(offline[..online.len()], online[..]);
+    for a in &offline {
+        assert!(data.join(a["snapshot"].as_str().unwrap()).is_file(), "{a}");
+    }
+    let (code, out) = cli(&config_path, &data, &["ops", "check"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // An orphan snapshot is reported, then moved aside by --repair.
+    let orphan = data.join("snapshots/2020-01-01/old_000000_x.jpg");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    image::RgbImage::new(4, 4).save(&orphan).unwrap();
+    let (code, out) = cli(&config_path, &data, &["ops", "check"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("orphan snapshot snapshots/2020-01-01/old_000000_x.jpg"), "{out}");
+    let (code, out) = cli(&config_path, &data, &["ops", "check", "--repair"]);
+    assert!(out.contains("moved orphan"), "{out}");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(data.join("trash/snapshots/2020-01-01/old_000000_x.jpg").is_file());
+
+    // A snapshot that went missing is reported against its alert.
+    std::fs::remove_file(data.join(offline[0]["snapshot"].as_str().unwrap())).unwrap();
+    let (code, out) = cli(&config_path, &data, &["ops", "check"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("is missing"), "{out}");
+}
+
+#[test]
+fn a_damaged_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    write_private(&config, "cameras: []\n");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A real store with records, then damaged in two ways.
+    {
+        let store = smart_cctv::store::Store::open(&data.join("events.redb")).unwrap();
+        let record = smart_cctv::store::AlertRecord {
+            time_us: 1,
+            rule: "r".into(),
+            camera: "c".into(),
+            class: "person".into(),
+            confidence: 0.5,
+            track_ids: vec![],
+            distance_m: None,
+            snapshot: "snapshots/none.jpg".into(),
+        };
+        store.append_alerts(&vec![record; 500]).unwrap();
+    }
+    let bytes = std::fs::read(data.join("events.redb")).unwrap();
+    let mut flipped = bytes.clone();
+    for i in (0..flipped.len()).step_by(97) {
+        flipped[i] ^= 0x5a;
+    }
+    for (name, damaged) in [("truncated", bytes[..bytes.len() / 3].to_vec()), ("bit-flipped", flipped)] {
+        std::fs::write(data.join("events.redb"), damaged).unwrap();
+        let (code, out) = cli(&config, &data, &["ops", "check"]);
+        assert_eq!(code, Some(1), "{name}: {out}");
+        assert!(out.contains("events.redb"), "{name}: {out}");
+        assert!(!out.contains("panicked"), "{name}: {out}");
+    }
+}
