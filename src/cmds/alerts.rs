@@ -10,6 +10,14 @@ use std::io::{Read, Write};
 
 #[derive(Debug, Subcommand)]
 pub enum AlertsCommand {
+    /// Counts per rule, camera, hour of day and day, and the busiest hours
+    Analyze {
+        /// Days back
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// List stored alerts, oldest first
     List {
         /// How far back: 7d, 12h, 30m
@@ -31,20 +39,35 @@ pub enum AlertsCommand {
 }
 
 pub fn run(cli: &Cli, command: &AlertsCommand) -> anyhow::Result<i32> {
-    let AlertsCommand::List { since, camera, rule, class, limit, json } = command;
     let config = crate::config::load(cli.config_path().as_deref())?.config;
     let data_dir = cli.data_dir.clone().unwrap_or(config.storage.data_dir.clone());
+    let fetch = |since: &Option<String>, query: &AlertQuery| -> anyhow::Result<Vec<AlertRecord>> {
+        match Store::open(&data_dir.join(crate::store::FILE)) {
+            Ok(store) => Ok(store.alerts(query)?),
+            Err(StoreError::InUse { .. }) => from_service(&config.http.listen, since, query),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let (since, camera, rule, class, limit, json) = match command {
+        AlertsCommand::Analyze { days, json } => {
+            let since = Some(format!("{days}d"));
+            let query = AlertQuery::default().since(Some(std::time::Duration::from_secs(days * 86_400)));
+            let analysis = crate::store::analyze::analyze(&fetch(&since, &query)?, 10);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&analysis)?);
+            } else {
+                print!("{analysis}");
+            }
+            return Ok(0);
+        }
+        AlertsCommand::List { since, camera, rule, class, limit, json } => (since, camera, rule, class, limit, json),
+    };
     let ago =
         since.as_deref().map(crate::base::duration::parse).transpose().map_err(|e| anyhow::anyhow!("--since: {e}"))?;
     let query =
         AlertQuery { camera: camera.clone(), rule: rule.clone(), class: class.clone(), limit: *limit, since_us: None }
             .since(ago);
-    let path = data_dir.join(crate::store::FILE);
-    let alerts = match Store::open(&path) {
-        Ok(store) => store.alerts(&query)?,
-        Err(StoreError::InUse { .. }) => from_service(&config.http.listen, since, &query)?,
-        Err(e) => return Err(e.into()),
-    };
+    let alerts = fetch(since, &query)?;
     for a in &alerts {
         if *json {
             println!("{}", serde_json::to_string(a)?);

@@ -12,15 +12,29 @@ pub enum OpsCommand {
         #[arg(long)]
         repair: bool,
     },
+    /// Rewrite the event store to reclaim free space (with the service stopped)
+    Compact,
 }
 
 pub fn run(cli: &Cli, command: &OpsCommand) -> anyhow::Result<i32> {
-    let OpsCommand::Check { repair } = command;
     let config_path = cli.config_path();
     let data_dir = match (&cli.data_dir, crate::config::load(config_path.as_deref())) {
         (Some(dir), _) => dir.clone(),
         (None, Ok(loaded)) => loaded.config.storage.data_dir,
         (None, Err(_)) => std::path::PathBuf::from("data"),
+    };
+    let repair = match command {
+        OpsCommand::Check { repair } => repair,
+        OpsCommand::Compact => {
+            let path = data_dir.join(crate::store::FILE);
+            let before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let mut store = crate::store::Store::open(&path)?;
+            store.compact()?;
+            drop(store);
+            let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            println!("compacted {}: {before} -> {after} bytes", path.display());
+            return Ok(0);
+        }
     };
     let report = crate::store::check::check(&data_dir, config_path.as_deref(), *repair);
     for line in &report.repaired {

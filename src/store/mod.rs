@@ -11,6 +11,7 @@
 //!   the running service's HTTP API when the file is taken.
 
 pub mod actor;
+pub mod analyze;
 pub mod check;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
@@ -183,6 +184,11 @@ impl Store {
             out.drain(..skip);
         }
         Ok(out)
+    }
+
+    /// Rewrites the file to reclaim free space; `true` when it shrank.
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        self.db.compact().map_err(io)
     }
 
     /// redb's own integrity check (repairs what redb can).

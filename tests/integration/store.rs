@@ -53,6 +53,17 @@ fn alerts_are_recorded_listed_online_and_offline_and_check_clean() {
     let (code, out) = cli(&config_path, &data, &["ops", "check"]);
     assert_eq!(code, Some(0), "{out}");
 
+    // analyze counts what list shows; compact keeps every record.
+    let (code, out) = cli(&config_path, &data, &["alerts", "analyze", "--days", "1", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let analysis: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(analysis["total"].as_u64(), Some(offline.len() as u64));
+    assert_eq!(analysis["per_rule"]["person"].as_u64(), Some(offline.len() as u64));
+    let (code, out) = cli(&config_path, &data, &["ops", "compact"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, out) = cli(&config_path, &data, &["alerts", "list", "--json"]);
+    assert_eq!(json_lines(&out).len(), offline.len());
+
     // An orphan snapshot is reported, then moved aside by --repair.
     let orphan = data.join("snapshots/2020-01-01/old_000000_x.jpg");
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
