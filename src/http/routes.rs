@@ -14,6 +14,8 @@ use tokio::sync::watch;
 /// What the handlers read.
 #[derive(Clone)]
 pub struct ApiState {
+    /// Where `/api/ops/db-copy` may write (under the data directory only).
+    pub data_dir: std::path::PathBuf,
     pub board: HealthBoard,
     pub metrics: PrometheusHandle,
     /// The running configuration, replaced on every applied reload.
@@ -27,6 +29,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/config", get(config))
         .route("/api/status", get(status))
         .route("/api/alerts", get(alerts))
+        .route("/api/ops/db-copy", axum::routing::post(db_copy))
         .with_state(state)
 }
 
@@ -89,6 +92,34 @@ async fn alerts(axum::extract::Query(p): axum::extract::Query<AlertsParams>) -> 
     let store: ractor::ActorRef<StoreMsg> = cell.into();
     match ractor::call_t!(store, StoreMsg::Alerts, 10_000, query) {
         Ok(Ok(alerts)) => Json(alerts).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e }))).into_response(),
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+        }
+    }
+}
+
+/// A consistent copy of the database for `ops backup` while the service
+/// runs, written under `data/backup-tmp/`; answers its path.
+async fn db_copy(State(state): State<ApiState>) -> Response {
+    use crate::store::actor::{NAME, StoreMsg};
+    let dest = state
+        .data_dir
+        .join("backup-tmp")
+        .join(format!("events-{}.redb", chrono::Local::now().format("%Y%m%d-%H%M%S%.3f")));
+    if let Some(dir) = dest.parent()
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e.to_string() })))
+            .into_response();
+    }
+    let Some(cell) = ractor::registry::where_is(NAME) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": "the event store is down" })))
+            .into_response();
+    };
+    let store: ractor::ActorRef<StoreMsg> = cell.into();
+    match ractor::call_t!(store, StoreMsg::CopyTo, 120_000, dest) {
+        Ok(Ok(path)) => Json(serde_json::json!({ "path": path })).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e }))).into_response(),
         Err(e) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": e.to_string() }))).into_response()

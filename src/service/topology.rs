@@ -266,7 +266,12 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
         }),
         "http" => Arc::new(move |parent| {
             let listen = c.config.borrow().http.listen.parse::<SocketAddr>();
-            let api = ApiState { board: c.board.clone(), metrics: c.metrics.clone(), config: c.config.clone() };
+            let api = ApiState {
+                data_dir: c.data_dir.clone(),
+                board: c.board.clone(),
+                metrics: c.metrics.clone(),
+                config: c.config.clone(),
+            };
             Box::pin(async move {
                 // Validation already parsed it; this only guards a programming error.
                 let listen = listen.map_err(|e| SpawnErr::StartupFailed(format!("http.listen: {e}").into()))?;

@@ -37,6 +37,9 @@ pub enum StoreMsg {
     Append(AlertRecord, RpcReplyPort<Result<(), String>>),
     Flush,
     Alerts(AlertQuery, RpcReplyPort<Result<Vec<AlertRecord>, String>>),
+    /// Writes a consistent copy of the database (for `ops backup` while the
+    /// service runs) and answers its path.
+    CopyTo(PathBuf, RpcReplyPort<Result<PathBuf, String>>),
 }
 
 impl Actor for StoreActor {
@@ -84,6 +87,13 @@ impl Actor for StoreActor {
             StoreMsg::Flush => {
                 state.flush_scheduled = false;
                 flush(state).await?;
+            }
+            StoreMsg::CopyTo(dest, reply) => {
+                let store = state.store.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || super::backup::copy_database(&store, &dest).map(|_| dest))
+                        .await?;
+                let _ = reply.send(result.map_err(|e| e.to_string()));
             }
             StoreMsg::Alerts(query, reply) => {
                 let store = state.store.clone();

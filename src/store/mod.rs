@@ -12,6 +12,7 @@
 
 pub mod actor;
 pub mod analyze;
+pub mod backup;
 pub mod check;
 
 use redb::{Database, ReadableDatabase, TableDefinition};

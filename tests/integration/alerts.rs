@@ -192,7 +192,7 @@ fn a_person_on_rtsp_becomes_an_alert_a_snapshot_and_an_email() {
         smtp.port
     );
     let service = Service::start(&config, &[]);
-    let line = wait_for("an alert in alerts.log", Duration::from_secs(60), || {
+    let line = wait_for("an alert in alerts.log", Duration::from_secs(120), || {
         service.log("alerts.log").lines().find(|l| l.contains("rule=person_seen")).map(str::to_owned)
     });
     assert!(line.contains("| alert | ALERT rule=person_seen camera=walkway class=person"), "{line}");
@@ -231,13 +231,15 @@ fn reloading_one_rule_keeps_the_other_rules_cooldown() {
         let prefix = format!("smart_cctv_alerts_total{{rule=\"{rule}\",camera=\"walk\"}} ");
         text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0.0)
     };
-    wait_for("both rules to fire", Duration::from_secs(60), || {
+    wait_for("both rules to fire", Duration::from_secs(120), || {
         (count(&service, "a") >= 1.0 && count(&service, "b") >= 1.0).then_some(())
     });
     service.write_config(&config(0.35));
     signal(&service.child, libc::SIGHUP);
     // `b` is new: its cooldown starts afresh, so it fires again.
-    wait_for("the changed rule to fire again", Duration::from_secs(60), || (count(&service, "b") >= 2.0).then_some(()));
+    wait_for("the changed rule to fire again", Duration::from_secs(120), || {
+        (count(&service, "b") >= 2.0).then_some(())
+    });
     // `a` kept its 10-minute cooldown through the reload.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count(&service, "a"), 1.0);

@@ -31,7 +31,7 @@ fn alerts_are_recorded_listed_online_and_offline_and_check_clean() {
     let mut service = Service::start(&config, &[]);
     let (config_path, data) = (service.config_path(), service.data_dir());
     // Online: the service owns the file; the CLI asks its API.
-    let online = wait_for("three stored alerts", Duration::from_secs(60), || {
+    let online = wait_for("three stored alerts", Duration::from_secs(120), || {
         let (code, out) = cli(&config_path, &data, &["alerts", "list", "--json", "--since", "1h"]);
         let alerts = json_lines(&out);
         (code == Some(0) && alerts.len() >= 3).then_some(alerts)
@@ -117,4 +117,74 @@ fn a_damaged_database_is_a_clear_error() {
         assert!(out.contains("events.redb"), "{name}: {out}");
         assert!(!out.contains("panicked"), "{name}: {out}");
     }
+}
+
+#[test]
+fn backup_while_writing_restores_everything_acknowledged_and_bad_archives_are_refused() {
+    let fixtures = fixtures_or_skip!();
+    let config = format!(
+        "cameras:\n  - id: walk\n    url: file://{}\nprocessing:\n  detection:\n    model: {}\n    size: 320\n\
+         alert_rules:\n  - name: person\n    conditions:\n      classes: [person]\n    cooldown: 0s\n\
+         http:\n  listen: \"{{listen}}\"\n",
+        fixtures.join("video/people_walking_640x480_15fps_10s.mp4").display(),
+        fixtures.join("yolov8n/yolov8n.safetensors").display()
+    );
+    let mut service = Service::start(&config, &[]);
+    let (config_path, data) = (service.config_path(), service.data_dir());
+    let acknowledged = wait_for("alerts being written", Duration::from_secs(120), || {
+        let (_, out) = cli(&config_path, &data, &["alerts", "list", "--json"]);
+        let alerts = json_lines(&out);
+        (alerts.len() >= 5).then_some(alerts)
+    });
+    // Online backup while the service keeps writing (cooldown 0: alerts stream in).
+    let backups = tempfile::tempdir().unwrap();
+    let (code, out) =
+        cli(&config_path, &data, &["ops", "backup", "--with-snapshots", "--to", backups.path().to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let archive = std::fs::read_dir(backups.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .unwrap();
+    // Restore refuses while the service runs.
+    let (code, out) = cli(&config_path, &data, &["ops", "restore", archive.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("the service is running"), "{out}");
+    signal(&service.child, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut service.child, Duration::from_secs(15)).code(), Some(0));
+
+    // Restore into a fresh place.
+    let fresh = tempfile::tempdir().unwrap();
+    let (fresh_config, fresh_data) = (fresh.path().join("etc/config.yaml"), fresh.path().join("data"));
+    std::fs::create_dir_all(&fresh_data).unwrap();
+    let (code, out) = cli(&fresh_config, &fresh_data, &["ops", "restore", archive.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(fresh_config.is_file(), "{out}");
+    let (code, out) = cli(&fresh_config, &fresh_data, &["ops", "check"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, out) = cli(&fresh_config, &fresh_data, &["alerts", "list", "--json"]);
+    let restored = json_lines(&out);
+    for a in &acknowledged {
+        assert!(restored.contains(a), "acknowledged before the backup but not restored: {a}");
+    }
+
+    // Damaged archives are refused and change nothing.
+    let bytes = std::fs::read(&archive).unwrap();
+    let half = backups.path().join("half.tar.gz");
+    std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    let corrupt = backups.path().join("corrupt.tar.gz");
+    std::fs::write(&corrupt, flipped).unwrap();
+    let before = restored.len();
+    for bad in [&half, &corrupt] {
+        let (code, out) = cli(&fresh_config, &fresh_data, &["ops", "restore", bad.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("nothing was changed"), "{out}");
+    }
+    let (_, out) = cli(&fresh_config, &fresh_data, &["alerts", "list", "--json"]);
+    assert_eq!(json_lines(&out).len(), before, "a refused restore must not change the data");
+    assert!(!fresh_data.join(".restore-staging").exists());
 }
