@@ -142,20 +142,29 @@ impl Actor for AlertsActor {
 
 /// Writes unsaved alerts in order until the store refuses; retries later.
 async fn save(state: &mut AlertsState, myself: &ActorRef<AlertsMsg>) {
-    while let Some(record) = state.unsaved.front().cloned() {
-        let Some(cell) = ractor::registry::where_is(STORE) else { break };
+    if let Some(cell) = ractor::registry::where_is(STORE) {
         let store: ActorRef<StoreMsg> = cell.into();
-        match call_t!(store, StoreMsg::Append, 5_000, record) {
-            Ok(Ok(())) => {
-                state.unsaved.pop_front();
-            }
-            Ok(Err(e)) => {
-                tracing::warn!("alert not yet stored: {e}");
-                break;
-            }
-            Err(e) => {
-                tracing::warn!("alert not yet stored: the store did not answer: {e}");
-                break;
+        // Send them all at once so the store commits them together, then
+        // drop from the front exactly those acknowledged, in order.
+        let calls = state.unsaved.iter().map(|record| {
+            let store = store.clone();
+            let record = record.clone();
+            async move { call_t!(store, StoreMsg::Append, 5_000, record) }
+        });
+        let results = futures_util::future::join_all(calls).await;
+        for result in results {
+            match result {
+                Ok(Ok(())) => {
+                    state.unsaved.pop_front();
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("alert not yet stored: {e}");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("alert not yet stored: the store did not answer: {e}");
+                    break;
+                }
             }
         }
     }

@@ -24,6 +24,8 @@ pub enum OpsCommand {
         #[arg(long)]
         with_snapshots: bool,
     },
+    /// Upgrade the event store's schema (with the service stopped)
+    Migrate,
     /// Restore an archive made by `ops backup` (the service must be stopped);
     /// the current files are kept aside
     Restore { archive: std::path::PathBuf },
@@ -38,6 +40,18 @@ pub fn run(cli: &Cli, command: &OpsCommand) -> anyhow::Result<i32> {
     };
     let repair = match command {
         OpsCommand::Check { repair } => repair,
+        OpsCommand::Migrate => {
+            let path = data_dir.join(crate::store::FILE);
+            let steps = crate::store::Store::migrate(&path)?;
+            if steps.is_empty() {
+                println!("{}: already at schema v{}", path.display(), crate::store::SCHEMA_VERSION);
+            } else {
+                for v in steps {
+                    println!("{}: upgraded to schema v{v}", path.display());
+                }
+            }
+            return Ok(0);
+        }
         OpsCommand::Backup { to, with_snapshots } => return backup(cli, &data_dir, to.as_deref(), *with_snapshots),
         OpsCommand::Restore { archive } => {
             let config_dir = config_path

@@ -39,7 +39,6 @@ impl Reloader {
                 self.apply(&diff).await;
             }
             Err(problems) => {
-                metrics::counter!("smart_cctv_config_reload_failures_total").increment(1);
                 for p in &problems {
                     tracing::error!("config reload: {p}");
                 }
@@ -47,6 +46,7 @@ impl Reloader {
                     problems = problems.len(),
                     "configuration reload rejected; still running the previous configuration"
                 );
+                metrics::counter!("smart_cctv_config_reload_failures_total").increment(1);
             }
         }
     }

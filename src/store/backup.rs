@@ -48,29 +48,37 @@ pub fn copy_database(store: &Store, dest: &Path) -> Result<usize, BackupError> {
 }
 
 /// Archives `files` (archive name → source) with a manifest into `out_dir`.
+/// Each file is read once, hashed and archived from the same bytes, so a
+/// file changing meanwhile cannot make the manifest disagree with the archive.
 pub fn write_archive(out_dir: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf, BackupError> {
+    use sha2::{Digest, Sha256};
     std::fs::create_dir_all(out_dir).map_err(|e| BackupError::Io(format!("{}: {e}", out_dir.display())))?;
     let now = chrono::Local::now();
     let path = out_dir.join(format!("smart-cctv-{}.tar.gz", now.format("%Y%m%d-%H%M%S")));
     let mut manifest = Manifest { created: now.to_rfc3339(), schema_version: SCHEMA_VERSION, files: BTreeMap::new() };
-    for (name, source) in files {
-        manifest.files.insert(
-            name.clone(),
-            sha256_file(source).map_err(|e| BackupError::Io(format!("{}: {e}", source.display())))?,
-        );
-    }
     let partial = path.with_extension("part");
     let file = std::fs::File::create(&partial).map_err(|e| BackupError::Io(format!("{}: {e}", partial.display())))?;
     let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, Compression::default()));
-    let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(io)?;
-    let mut header = tar::Header::new_gnu();
-    header.set_size(manifest_json.len() as u64);
-    header.set_mode(0o600);
-    header.set_cksum();
-    tar.append_data(&mut header, MANIFEST, manifest_json.as_slice()).map_err(io)?;
+    let append = |tar: &mut tar::Builder<_>, name: &str, bytes: &[u8]| -> Result<(), BackupError> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes).map_err(io)
+    };
     for (name, source) in files {
-        tar.append_path_with_name(source, name).map_err(|e| BackupError::Io(format!("{}: {e}", source.display())))?;
+        let bytes = match std::fs::read(source) {
+            Ok(bytes) => bytes,
+            // A snapshot removed by retention meanwhile is simply not in this backup.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name.starts_with("data/snapshots/") => continue,
+            Err(e) => return Err(BackupError::Io(format!("{}: {e}", source.display()))),
+        };
+        let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        manifest.files.insert(name.clone(), digest);
+        append(&mut tar, name, &bytes)?;
     }
+    let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(io)?;
+    append(&mut tar, MANIFEST, &manifest_json)?;
     tar.into_inner().and_then(|gz| gz.finish()).and_then(|f| f.sync_all()).map_err(io)?;
     std::fs::rename(&partial, &path).map_err(io)?;
     Ok(path)
@@ -104,7 +112,10 @@ pub fn snapshot_files(data_dir: &Path) -> Vec<(String, PathBuf)> {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, base, out);
-            } else if let Ok(rel) = p.strip_prefix(base) {
+            } else if p.extension().is_some_and(|x| x == "jpg")
+                && let Ok(rel) = p.strip_prefix(base)
+            {
+                // Only finished snapshots: they are renamed into place whole.
                 out.push((format!("data/{}", rel.display()), p.clone()));
             }
         }

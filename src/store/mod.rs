@@ -14,6 +14,7 @@ pub mod actor;
 pub mod analyze;
 pub mod backup;
 pub mod check;
+pub mod upgrade;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -22,10 +23,13 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The schema this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ALERTS: TableDefinition<u128, &[u8]> = TableDefinition::new("alerts");
+/// Since v2: camera state changes and health transitions, time-keyed JSON.
+const CAMERA_STATUS: TableDefinition<u128, &[u8]> = TableDefinition::new("camera_status");
+const HEALTH_EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("health_events");
 
 /// The store's file name under the data directory.
 pub const FILE: &str = "events.redb";
@@ -36,13 +40,15 @@ pub enum StoreError {
     InUse { path: String },
     #[error("{path}: schema version {found} is newer than this build knows ({known}); upgrade smart-cctv")]
     NewerSchema { path: String, found: u64, known: u64 },
+    #[error("{path}: schema version {found} is older than this build's ({known}); run `smart-cctv ops migrate`")]
+    OlderSchema { path: String, found: u64, known: u64 },
     #[error("{path}: {reason}")]
     Open { path: String, reason: String },
     #[error("event store: {0}")]
     Io(String),
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
@@ -109,8 +115,28 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`; an older schema is
+    /// refused (see [`Store::migrate`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let store = Self::open_any(path)?;
+        match store.schema_version()? {
+            Some(found) if found < SCHEMA_VERSION => {
+                Err(StoreError::OlderSchema { path: path.display().to_string(), found, known: SCHEMA_VERSION })
+            }
+            _ => Ok(store),
+        }
+    }
+
+    /// Opens `path` and upgrades it to the current schema; returns the
+    /// versions it went through (empty when it was current).
+    pub fn migrate(path: &Path) -> Result<Vec<u64>, StoreError> {
+        let store = Self::open_any(path)?;
+        let from = store.schema_version()?.unwrap_or(SCHEMA_VERSION);
+        upgrade::upgrade(&store.db, from)
+    }
+
+    /// Opens without refusing an older schema.
+    fn open_any(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -134,6 +160,8 @@ impl Store {
                     let mut meta = txn.open_table(META).map_err(io)?;
                     meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
                     txn.open_table(ALERTS).map_err(io)?;
+                    txn.open_table(CAMERA_STATUS).map_err(io)?;
+                    txn.open_table(HEALTH_EVENTS).map_err(io)?;
                 }
                 txn.commit().map_err(io)
             }

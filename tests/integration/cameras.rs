@@ -224,7 +224,12 @@ fn reload_restarts_only_the_cameras_that_changed() {
     let keep = camera_detail(&service, "keep").unwrap();
     assert!(keep["frames"].as_u64().unwrap() > keep_before, "{keep}");
     assert_eq!(keep["reconnects"], 0);
-    assert!(service.log("app.log").contains("cameras added: new; cameras removed: drop; cameras changed: move"));
+    wait_for("the reload summary in app.log", Duration::from_secs(10), || {
+        service
+            .log("app.log")
+            .contains("cameras added: new; cameras removed: drop; cameras changed: move")
+            .then_some(())
+    });
     signal(&service.child, libc::SIGTERM);
     assert_eq!(wait_exit(&mut service.child, Duration::from_secs(15)).code(), Some(0));
 }

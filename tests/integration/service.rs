@@ -60,7 +60,10 @@ fn runs_reloads_and_stops_like_a_systemd_service() {
     });
     assert!(service.child.try_wait().unwrap().is_none(), "a bad reload must not stop the service");
     assert_eq!(service.get("/healthz").0, 200);
-    assert!(service.log("errors.log").contains("processing.detection.confidence_threshold"));
+    // The log is written by a background thread: wait for the line, with a deadline.
+    wait_for("the rejected key in errors.log", Duration::from_secs(10), || {
+        service.log("errors.log").contains("processing.detection.confidence_threshold").then_some(())
+    });
     assert_eq!(metric(&service.get("/metrics").1, "smart_cctv_config_generation"), Some(1.0));
 
     // A valid, changed config is applied: the API shows it and the new log level takes effect.
