@@ -230,29 +230,31 @@ impl Store {
     }
 }
 
+/// An alert record for tests of the store and its upgrades.
+#[cfg(test)]
+pub(crate) fn test_alert(time_us: i64, camera: &str) -> AlertRecord {
+    AlertRecord {
+        time_us,
+        rule: "r".into(),
+        camera: camera.into(),
+        class: "person".into(),
+        confidence: 0.9,
+        track_ids: vec![1],
+        distance_m: None,
+        snapshot: "snapshots/x.jpg".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn alert(time_us: i64, camera: &str) -> AlertRecord {
-        AlertRecord {
-            time_us,
-            rule: "r".into(),
-            camera: camera.into(),
-            class: "person".into(),
-            confidence: 0.9,
-            track_ids: vec![1],
-            distance_m: None,
-            snapshot: "snapshots/x.jpg".into(),
-        }
-    }
 
     #[test]
     fn alerts_round_trip_in_time_order_and_filter() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
         let store = Store::open(&path).unwrap();
-        store.append_alerts(&[alert(300, "b"), alert(100, "a"), alert(200, "a")]).unwrap();
+        store.append_alerts(&[test_alert(300, "b"), test_alert(100, "a"), test_alert(200, "a")]).unwrap();
         let all = store.alerts(&AlertQuery::default()).unwrap();
         assert_eq!(all.iter().map(|r| r.time_us).collect::<Vec<_>>(), [100, 200, 300]);
         let q = AlertQuery { since_us: Some(150), camera: Some("a".into()), ..AlertQuery::default() };

@@ -14,6 +14,18 @@ fn cli(config: &Path, data: &Path, args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// The walking clip as camera `walk`, detection at 320, and one `person`
+/// rule with `cooldown`: a service that keeps recording alerts.
+fn walking_person_config(fixtures: &Path, cooldown: &str) -> String {
+    format!(
+        "cameras:\n  - id: walk\n    url: file://{}\nprocessing:\n  detection:\n    model: {}\n    size: 320\n\
+         alert_rules:\n  - name: person\n    conditions:\n      classes: [person]\n    cooldown: {cooldown}\n\
+         http:\n  listen: \"{{listen}}\"\n",
+        fixtures.join("video/people_walking_640x480_15fps_10s.mp4").display(),
+        fixtures.join("yolov8n/yolov8n.safetensors").display()
+    )
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
@@ -21,13 +33,7 @@ fn json_lines(text: &str) -> Vec<Value> {
 #[test]
 fn alerts_are_recorded_listed_online_and_offline_and_check_clean() {
     let fixtures = fixtures_or_skip!();
-    let config = format!(
-        "cameras:\n  - id: walk\n    url: file://{}\nprocessing:\n  detection:\n    model: {}\n    size: 320\n\
-         alert_rules:\n  - name: person\n    conditions:\n      classes: [person]\n    cooldown: 1s\n\
-         http:\n  listen: \"{{listen}}\"\n",
-        fixtures.join("video/people_walking_640x480_15fps_10s.mp4").display(),
-        fixtures.join("yolov8n/yolov8n.safetensors").display()
-    );
+    let config = walking_person_config(&fixtures, "1s");
     let mut service = Service::start(&config, &[]);
     let (config_path, data) = (service.config_path(), service.data_dir());
     // Online: the service owns the file; the CLI asks its API.
@@ -122,13 +128,7 @@ fn a_damaged_database_is_a_clear_error() {
 #[test]
 fn backup_while_writing_restores_everything_acknowledged_and_bad_archives_are_refused() {
     let fixtures = fixtures_or_skip!();
-    let config = format!(
-        "cameras:\n  - id: walk\n    url: file://{}\nprocessing:\n  detection:\n    model: {}\n    size: 320\n\
-         alert_rules:\n  - name: person\n    conditions:\n      classes: [person]\n    cooldown: 0s\n\
-         http:\n  listen: \"{{listen}}\"\n",
-        fixtures.join("video/people_walking_640x480_15fps_10s.mp4").display(),
-        fixtures.join("yolov8n/yolov8n.safetensors").display()
-    );
+    let config = walking_person_config(&fixtures, "0s");
     let mut service = Service::start(&config, &[]);
     let (config_path, data) = (service.config_path(), service.data_dir());
     let acknowledged = wait_for("alerts being written", Duration::from_secs(120), || {

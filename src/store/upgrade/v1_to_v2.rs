@@ -14,25 +14,12 @@ mod tests {
     use crate::store::*;
     use redb::Database;
 
-    fn alert(time_us: i64, camera: &str) -> AlertRecord {
-        AlertRecord {
-            time_us,
-            rule: "r".into(),
-            camera: camera.into(),
-            class: "person".into(),
-            confidence: 0.9,
-            track_ids: vec![1],
-            distance_m: None,
-            snapshot: "snapshots/x.jpg".into(),
-        }
-    }
-
     /// A v1 file as the first release wrote it: meta and alerts only.
     fn v1_file(path: &Path) {
         let db = Database::create(path).unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(META).unwrap().insert("schema_version", 1).unwrap();
-        let bytes = serde_json::to_vec(&alert(42, "old")).unwrap();
+        let bytes = serde_json::to_vec(&test_alert(42, "old")).unwrap();
         txn.open_table(ALERTS).unwrap().insert(42u128 << 16, bytes.as_slice()).unwrap();
         txn.commit().unwrap();
     }
@@ -46,7 +33,7 @@ mod tests {
         assert_eq!(Store::migrate(&path).unwrap(), vec![2]);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), Some(2));
-        assert_eq!(store.alerts(&AlertQuery::default()).unwrap(), vec![alert(42, "old")]);
+        assert_eq!(store.alerts(&AlertQuery::default()).unwrap(), vec![test_alert(42, "old")]);
         let txn = store.db.begin_read().unwrap();
         assert!(txn.open_table(CAMERA_STATUS).is_ok() && txn.open_table(HEALTH_EVENTS).is_ok());
         drop(txn);
