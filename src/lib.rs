@@ -4,7 +4,7 @@
 //! - [`base`]: injectable time, duration parsing.
 //! - [`config`]: `config.yaml` (typed, layered, validated, redacted) and reload diffs.
 //! - [`supervision`]: the OTP-style supervision tree declared in `supervision.toml`.
-//! - [`health`]: the health board and the systemd watchdog actor.
+//! - [`health`]: the health board, disk use, and the health actor (watchdog, transitions).
 //! - [`http`]: `/metrics`, `/healthz` and the read-only API.
 //! - [`telemetry`]: logs in the old `time | LEVEL | target | message` layout, and metrics.
 //! - [`service`]: builds the tree from config and runs it until a signal stops it.
@@ -22,6 +22,8 @@ pub mod draw;
 pub mod health;
 pub mod http;
 pub mod pipeline;
+pub mod resources;
+pub mod retention;
 pub mod rules;
 pub mod service;
 pub mod speaker;

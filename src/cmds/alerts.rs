@@ -3,10 +3,10 @@
 //! file is read directly. The database is never opened twice.
 
 use super::Cli;
-use crate::store::{AlertQuery, AlertRecord, Store, StoreError};
-use anyhow::Context;
+use super::service_api::{Source, call, query_string};
+use crate::store::{AlertRecord, Query};
 use clap::Subcommand;
-use std::io::{Read, Write};
+use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub enum AlertsCommand {
@@ -41,18 +41,20 @@ pub enum AlertsCommand {
 pub fn run(cli: &Cli, command: &AlertsCommand) -> anyhow::Result<i32> {
     let config = crate::config::load(cli.config_path().as_deref())?.config;
     let data_dir = cli.data_dir.clone().unwrap_or(config.storage.data_dir.clone());
-    let fetch = |since: &Option<String>, query: &AlertQuery| -> anyhow::Result<Vec<AlertRecord>> {
-        match Store::open(&data_dir.join(crate::store::FILE)) {
-            Ok(store) => Ok(store.alerts(query)?),
-            Err(StoreError::InUse { .. }) => from_service(&config.http.listen, since, query),
-            Err(e) => Err(e.into()),
+    let source = Source::open(&data_dir, &config.http.listen)?;
+    let fetch = |since: Option<&str>, query: &Query| -> anyhow::Result<Vec<AlertRecord>> {
+        match &source {
+            Source::File(store) => Ok(store.alerts(query)?),
+            Source::Service(listen) => {
+                call(listen, "GET", &format!("/api/alerts?{}", query_string(since, query)), Duration::from_secs(15))
+            }
         }
     };
     let (since, camera, rule, class, limit, json) = match command {
         AlertsCommand::Analyze { days, json } => {
-            let since = Some(format!("{days}d"));
-            let query = AlertQuery::default().since(Some(std::time::Duration::from_secs(days * 86_400)));
-            let analysis = crate::store::analyze::analyze(&fetch(&since, &query)?, 10);
+            let since = format!("{days}d");
+            let query = Query::default().since(Some(Duration::from_secs(days * 86_400)));
+            let analysis = crate::store::analyze::analyze(&fetch(Some(&since), &query)?, 10);
             if *json {
                 println!("{}", serde_json::to_string_pretty(&analysis)?);
             } else {
@@ -65,16 +67,22 @@ pub fn run(cli: &Cli, command: &AlertsCommand) -> anyhow::Result<i32> {
     let ago =
         since.as_deref().map(crate::base::duration::parse).transpose().map_err(|e| anyhow::anyhow!("--since: {e}"))?;
     let query =
-        AlertQuery { camera: camera.clone(), rule: rule.clone(), class: class.clone(), limit: *limit, since_us: None }
+        Query { camera: camera.clone(), rule: rule.clone(), class: class.clone(), limit: *limit, ..Query::default() }
             .since(ago);
-    let alerts = fetch(since, &query)?;
+    let alerts = fetch(since.as_deref(), &query)?;
     for a in &alerts {
         if *json {
             println!("{}", serde_json::to_string(a)?);
         } else {
-            let time = chrono::DateTime::from_timestamp_micros(a.time_us).map(|t| t.with_timezone(&chrono::Local));
-            let when = time.map_or_else(|| a.time_us.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
-            println!("{when}  {:<20} {:<12} {:<10} {:.2}  {}", a.rule, a.camera, a.class, a.confidence, a.snapshot);
+            println!(
+                "{}  {:<20} {:<12} {:<10} {:.2}  {}",
+                local_time(a.time_us),
+                a.rule,
+                a.camera,
+                a.class,
+                a.confidence,
+                a.snapshot
+            );
         }
     }
     if !json {
@@ -83,27 +91,9 @@ pub fn run(cli: &Cli, command: &AlertsCommand) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Asks the running service (`GET /api/alerts`) on its loopback listener.
-fn from_service(listen: &str, since: &Option<String>, q: &AlertQuery) -> anyhow::Result<Vec<AlertRecord>> {
-    let mut params = Vec::new();
-    for (k, v) in [
-        ("since", since.clone()),
-        ("camera", q.camera.clone()),
-        ("rule", q.rule.clone()),
-        ("class", q.class.clone()),
-        ("limit", q.limit.map(|l| l.to_string())),
-    ] {
-        if let Some(v) = v {
-            params.push(format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()));
-        }
-    }
-    let mut stream = std::net::TcpStream::connect(listen)
-        .with_context(|| format!("the event store is in use, but the service does not answer on {listen}"))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(15)))?;
-    write!(stream, "GET /api/alerts?{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", params.join("&"))?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").context("bad response from the service")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "the service answered: {}", head.lines().next().unwrap_or(""));
-    Ok(serde_json::from_str(body)?)
+/// Unix microseconds as local time, to the second.
+pub fn local_time(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| us.to_string())
 }

@@ -6,9 +6,12 @@ pub mod calibrate;
 pub mod cameras;
 pub mod config;
 pub mod detect;
+pub mod events;
 pub mod ops;
 pub mod run;
+pub mod service_api;
 pub mod speaker;
+pub mod status;
 
 use crate::telemetry::logging::LogFormat;
 use clap::{Parser, Subcommand};
@@ -46,6 +49,13 @@ pub enum Command {
     Alerts {
         #[command(subcommand)]
         command: alerts::AlertsCommand,
+    },
+    /// Cameras, detector, speakers, store, disk and the process, from the running service
+    Status(status::StatusArgs),
+    /// Stored events: one per tracked object
+    Events {
+        #[command(subcommand)]
+        command: events::EventsCommand,
     },
     /// Maintenance of the data directory
     Ops {
@@ -106,6 +116,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Cameras { command } => cameras::run(&cli, command),
         Command::Bench { command } => bench::run(&cli, command),
         Command::Alerts { command } => alerts::run(&cli, command),
+        Command::Events { command } => events::run(&cli, command),
+        Command::Status(args) => status::run(&cli, args),
         Command::Ops { command } => ops::run(&cli, command),
         Command::Calibrate(args) => calibrate::run(&cli, args),
         Command::Speaker { command } => speaker::run(&cli, command),

@@ -1,6 +1,7 @@
 //! `smart-cctv ops check [--repair]`
 
 use super::Cli;
+use super::service_api::{Source, call};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
@@ -12,7 +13,8 @@ pub enum OpsCommand {
         #[arg(long)]
         repair: bool,
     },
-    /// Rewrite the event store to reclaim free space (with the service stopped)
+    /// Rewrite the event store to reclaim free space (through the service
+    /// while it runs)
     Compact,
     /// Archive the database (consistent, even while the service writes),
     /// config, calibration and supervision policy, with a sha256 manifest
@@ -74,9 +76,15 @@ pub fn run(cli: &Cli, command: &OpsCommand) -> anyhow::Result<i32> {
         OpsCommand::Compact => {
             let path = data_dir.join(crate::store::FILE);
             let before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            let mut store = crate::store::Store::open(&path)?;
-            store.compact()?;
-            drop(store);
+            match Source::open(&data_dir, &listen(config_path.as_deref())?)? {
+                Source::File(mut store) => {
+                    store.compact()?;
+                }
+                Source::Service(listen) => {
+                    let _: serde_json::Value =
+                        call(&listen, "POST", "/api/ops/compact", std::time::Duration::from_secs(600))?;
+                }
+            }
             let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             println!("compacted {}: {before} -> {after} bytes", path.display());
             return Ok(0);
@@ -104,21 +112,18 @@ fn backup(
     to: Option<&std::path::Path>,
     with_snapshots: bool,
 ) -> anyhow::Result<i32> {
-    use crate::store::{Store, StoreError, backup};
+    use crate::store::backup;
     let config_path = cli.config_path();
-    let db = data_dir.join(crate::store::FILE);
     let copy = data_dir.join("backup-tmp").join("events-offline.redb");
-    let copy = match Store::open(&db) {
-        Ok(store) => {
+    let copy = match Source::open(data_dir, &listen(config_path.as_deref())?)? {
+        Source::File(store) => {
             std::fs::create_dir_all(copy.parent().unwrap_or(data_dir))?;
             backup::copy_database(&store, &copy)?;
             copy
         }
-        Err(StoreError::InUse { .. }) => {
-            let listen = crate::config::load(config_path.as_deref())?.config.http.listen;
-            online_copy(&listen)?
+        Source::Service(listen) => {
+            call::<std::path::PathBuf>(&listen, "POST", "/api/ops/db-copy", std::time::Duration::from_secs(150))?
         }
-        Err(e) => return Err(e.into()),
     };
     let calibration_dir = crate::config::load::calibration_dir(config_path.as_deref());
     let mut files = vec![("data/events.redb".to_owned(), copy.clone())];
@@ -127,28 +132,27 @@ fn backup(
         files.extend(backup::snapshot_files(data_dir));
     }
     let out = to.map_or_else(|| data_dir.join("backups"), |p| p.to_owned());
-    let archive = backup::write_archive(&out, &files);
+    // A progress bar only on a terminal; scripts and cron get the one line below.
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let archive = backup::write_archive(&out, &files, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
     let _ = std::fs::remove_file(&copy);
     let archive = archive?;
     println!("wrote {} ({} files)", archive.display(), files.len());
     Ok(0)
 }
 
-/// Asks the running service for a consistent database copy.
-fn online_copy(listen: &str) -> anyhow::Result<std::path::PathBuf> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(listen)
-        .map_err(|e| anyhow::anyhow!("the event store is in use, but the service does not answer on {listen}: {e}"))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(150)))?;
-    write!(
-        stream,
-        "POST /api/ops/db-copy HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) =
-        response.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("bad response from the service"))?;
-    let json: serde_json::Value = serde_json::from_str(body)?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "the service could not copy the database: {}", json["error"]);
-    Ok(std::path::PathBuf::from(json["path"].as_str().unwrap_or_default()))
+/// The service's listen address, from the configuration.
+fn listen(config_path: Option<&std::path::Path>) -> anyhow::Result<String> {
+    Ok(crate::config::load(config_path)?.config.http.listen)
 }

@@ -67,6 +67,7 @@ impl ConfigDiff {
             ("performance", old.performance != new.performance),
             ("retention", old.retention != new.retention),
             ("monitoring", old.monitoring != new.monitoring),
+            ("health", old.health != new.health),
         ] {
             if changed {
                 sections.push(name);

@@ -30,6 +30,8 @@ pub struct Config {
     #[serde(default)]
     pub monitoring: MonitoringConfig,
     #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
     pub http: HttpConfig,
 }
 
@@ -342,21 +344,101 @@ impl Default for StorageConfig {
 pub struct RetentionConfig {
     #[serde(default = "default_snapshots_days")]
     pub snapshots_days: u32,
+    /// Snapshots beyond this many bytes in all go, oldest first.
+    #[serde(default)]
+    pub snapshots_max_bytes: Option<u64>,
     #[serde(default = "default_events_days")]
     pub events_days: u32,
     #[serde(default = "default_logs_compress_days")]
     pub logs_compress_days: u32,
     #[serde(default = "default_logs_delete_days")]
     pub logs_delete_days: u32,
+    /// How often retention runs (it also runs at start and under disk pressure).
+    #[serde(default = "default_retention_interval", with = "duration")]
+    pub interval: Duration,
+    /// How often the event store is compacted, when the service is idle.
+    #[serde(default = "default_compact_every", with = "duration")]
+    pub compact_every: Duration,
+    /// Records deleted per store transaction, so writes never wait long.
+    #[serde(default = "default_delete_batch")]
+    pub delete_batch: usize,
+}
+
+fn default_retention_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_compact_every() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+
+fn default_delete_batch() -> usize {
+    500
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
             snapshots_days: default_snapshots_days(),
+            snapshots_max_bytes: None,
             events_days: default_events_days(),
             logs_compress_days: default_logs_compress_days(),
             logs_delete_days: default_logs_delete_days(),
+            interval: default_retention_interval(),
+            compact_every: default_compact_every(),
+            delete_batch: default_delete_batch(),
+        }
+    }
+}
+
+/// What the health and resource actors watch, and when they complain.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// How often health is collected (disk, resources, transitions).
+    #[serde(default = "default_health_interval", with = "duration")]
+    pub interval: Duration,
+    /// Disk use under the data directory that is warned about.
+    #[serde(default = "default_disk_warn")]
+    pub disk_warn_percent: f64,
+    /// Disk use that turns `/healthz` red and retention aggressive.
+    #[serde(default = "default_disk_critical")]
+    pub disk_critical_percent: f64,
+    /// Email on every health transition (rate-limited by
+    /// `monitoring.email_min_interval`, through the `monitoring` SMTP settings).
+    #[serde(default)]
+    pub email_on_transition: bool,
+    /// Warn when the process goes over these.
+    #[serde(default)]
+    pub max_rss_mb: Option<u64>,
+    #[serde(default)]
+    pub max_cpu_percent: Option<f64>,
+    #[serde(default)]
+    pub max_open_files: Option<u64>,
+}
+
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_disk_warn() -> f64 {
+    80.0
+}
+
+fn default_disk_critical() -> f64 {
+    90.0
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_health_interval(),
+            disk_warn_percent: default_disk_warn(),
+            disk_critical_percent: default_disk_critical(),
+            email_on_transition: false,
+            max_rss_mb: None,
+            max_cpu_percent: None,
+            max_open_files: None,
         }
     }
 }
@@ -518,5 +600,5 @@ fn default_smtp_port() -> u16 {
     587
 }
 fn default_listen() -> String {
-    "127.0.0.1:9090".into()
+    "127.0.0.1:9810".into()
 }

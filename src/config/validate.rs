@@ -18,6 +18,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     rules(config, &mut p);
     performance(&config.performance, &mut p);
     retention(&config.retention, &mut p);
+    health(&config.health, &mut p);
     speakers(&config.speakers, &mut p);
     monitoring(&config.monitoring, &mut p);
     http(&config.http, &mut p);
@@ -201,11 +202,35 @@ fn retention(r: &RetentionConfig, p: &mut Vec<Problem>) {
             p.push(Problem::new(format!("retention.{key}"), "must be at least 1 day"));
         }
     }
+    if r.delete_batch == 0 {
+        p.push(Problem::new("retention.delete_batch", "must be at least 1"));
+    }
+    if r.interval < std::time::Duration::from_secs(1) {
+        p.push(Problem::new("retention.interval", "must be at least 1s"));
+    }
     if r.logs_compress_days >= r.logs_delete_days {
         p.push(Problem::new(
             "retention.logs_compress_days",
             format!("{} must be less than logs_delete_days ({})", r.logs_compress_days, r.logs_delete_days),
         ));
+    }
+}
+
+fn health(h: &HealthConfig, p: &mut Vec<Problem>) {
+    for (key, value) in [("disk_warn_percent", h.disk_warn_percent), ("disk_critical_percent", h.disk_critical_percent)]
+    {
+        if !(value > 0.0 && value <= 100.0) {
+            p.push(Problem::new(format!("health.{key}"), format!("{value} is not a percentage in (0, 100]")));
+        }
+    }
+    if h.disk_warn_percent >= h.disk_critical_percent {
+        p.push(Problem::new(
+            "health.disk_warn_percent",
+            format!("{} must be less than disk_critical_percent ({})", h.disk_warn_percent, h.disk_critical_percent),
+        ));
+    }
+    if h.interval < std::time::Duration::from_millis(100) {
+        p.push(Problem::new("health.interval", "must be at least 100ms"));
     }
 }
 
@@ -259,7 +284,7 @@ fn monitoring(m: &MonitoringConfig, p: &mut Vec<Problem>) {
 fn http(h: &HttpConfig, p: &mut Vec<Problem>) {
     match h.listen.parse::<SocketAddr>() {
         Err(e) => {
-            p.push(Problem::new("http.listen", format!("`{}` is not an address like 127.0.0.1:9090 ({e})", h.listen)))
+            p.push(Problem::new("http.listen", format!("`{}` is not an address like 127.0.0.1:9810 ({e})", h.listen)))
         }
         Ok(addr) if !addr.ip().is_loopback() && !h.allow_non_loopback => p.push(Problem::new(
             "http.listen",

@@ -4,9 +4,10 @@
 //! the metrics read it. It is a plain mutex-guarded map rather than an actor
 //! because readers must get an answer even when the tree is busy restarting.
 
+use crate::store::{CameraStatusRecord, HealthRecord, Record, unix_micros};
 use crate::supervision::Restart;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -73,7 +74,12 @@ pub struct HealthBoard {
     /// Free-form status of components (a camera's frame count, say) for
     /// `/api/status`, refreshed by their actors.
     details: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+    /// Transitions not yet handed to the store, oldest first (bounded).
+    transitions: Arc<Mutex<VecDeque<Record>>>,
 }
+
+/// Transitions kept while nobody collects them.
+const TRANSITIONS_MAX: usize = 1000;
 
 impl HealthBoard {
     pub fn new() -> Self {
@@ -89,6 +95,7 @@ impl HealthBoard {
     /// Records a transition and mirrors it into the metrics.
     pub fn set(&self, path: &str, restart: Restart, state: ChildState, error: Option<String>) {
         let mut children = self.lock();
+        let previous = children.get(path).map(|row| row.state);
         let row = children.entry(path.to_owned()).or_insert_with(|| ChildHealth {
             state,
             restart,
@@ -102,13 +109,38 @@ impl HealthBoard {
         row.state = state;
         row.restart = restart;
         if error.is_some() {
-            row.last_error = error;
+            row.last_error = error.clone();
         }
+        drop(children);
         metrics::gauge!("smart_cctv_child_up", "child" => path.to_owned()).set(if state == ChildState::Up {
             1.0
         } else {
             0.0
         });
+        if previous != Some(state) && state != ChildState::Starting {
+            let name = serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_owned));
+            self.note(Record::Health(HealthRecord {
+                time_us: unix_micros(SystemTime::now()),
+                component: path.to_owned(),
+                ok: state == ChildState::Up,
+                state: name.unwrap_or_default(),
+                error,
+            }));
+        }
+    }
+
+    fn note(&self, record: Record) {
+        let mut queue = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= TRANSITIONS_MAX {
+            queue.pop_front();
+            metrics::counter!("smart_cctv_store_dropped_total", "kind" => record.kind()).increment(1);
+        }
+        queue.push_back(record);
+    }
+
+    /// Hands over the transitions recorded since the last call, oldest first.
+    pub fn take_transitions(&self) -> Vec<Record> {
+        self.transitions.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect()
     }
 
     /// Counts one restart of `path`.
@@ -126,9 +158,28 @@ impl HealthBoard {
     }
 
     /// Records a component's condition (`camera/front`: streaming or not).
+    /// A change of state is kept for the store: cameras' as camera status,
+    /// the rest as health events.
     pub fn set_component(&self, path: &str, ok: bool, state: &str, error: Option<String>) {
         let mut components = self.components.lock().unwrap_or_else(|p| p.into_inner());
-        components.insert(path.to_owned(), ComponentHealth { ok, state: state.to_owned(), error });
+        let changed = components.get(path).is_none_or(|c| c.ok != ok || c.state != state);
+        components.insert(path.to_owned(), ComponentHealth { ok, state: state.to_owned(), error: error.clone() });
+        drop(components);
+        if !changed {
+            return;
+        }
+        let time_us = unix_micros(SystemTime::now());
+        self.note(match path.strip_prefix("camera/") {
+            Some(camera) => Record::CameraStatus(CameraStatusRecord {
+                time_us,
+                camera: camera.to_owned(),
+                state: state.to_owned(),
+                error,
+            }),
+            None => {
+                Record::Health(HealthRecord { time_us, component: path.to_owned(), ok, state: state.to_owned(), error })
+            }
+        });
     }
 
     pub fn remove_component(&self, path: &str) {
@@ -206,6 +257,29 @@ mod tests {
         let report = board.report();
         assert_eq!(report.down.keys().collect::<Vec<_>>(), vec!["camera/front"]);
         board.set_component("camera/front", true, "streaming", None);
+        board.set_component("camera/front", true, "streaming", None);
         assert!(board.report().healthy);
+        // Every change once, in order; repeats and `starting` are not changes.
+        let kept: Vec<String> = board
+            .take_transitions()
+            .into_iter()
+            .map(|r| match r {
+                Record::Health(h) => format!("{} {}", h.component, h.state),
+                Record::CameraStatus(c) => format!("camera {} {}", c.camera, c.state),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "root/a up",
+                "root/t stopped",
+                "root/a backoff",
+                "root/a up",
+                "camera front auth_failed",
+                "camera front streaming"
+            ]
+        );
+        assert!(board.take_transitions().is_empty());
     }
 }

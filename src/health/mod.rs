@@ -1,6 +1,7 @@
-//! Health: what is up, what is down, and the systemd watchdog.
+//! Health: what is up, what is down, the disk, and the systemd watchdog.
 
+pub mod actor;
 pub mod board;
-pub mod watchdog;
+pub mod disk;
 
 pub use board::{ChildState, HealthBoard, HealthReport};

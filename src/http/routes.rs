@@ -2,6 +2,8 @@
 
 use crate::config::Config;
 use crate::health::HealthBoard;
+use crate::store::Query;
+use crate::store::actor::{NAME as STORE, StoreMsg};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -22,14 +24,26 @@ pub struct ApiState {
     pub config: watch::Receiver<Arc<Config>>,
 }
 
+/// Set to `1` to enable test-only fault hooks (`/api/faults/...`); never in production.
+pub const FAULT_HOOKS_ENV: &str = "SMART_CCTV_FAULT_HOOKS";
+
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let router = if std::env::var(FAULT_HOOKS_ENV).is_ok_and(|v| v == "1") {
+        tracing::warn!("{FAULT_HOOKS_ENV}=1: test-only fault hooks are enabled");
+        Router::new().route("/api/faults/stall", axum::routing::post(stall))
+    } else {
+        Router::new()
+    };
+    router
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/config", get(config))
         .route("/api/status", get(status))
         .route("/api/alerts", get(alerts))
+        .route("/api/events", get(events))
+        .route("/api/snapshots/{*path}", get(snapshot))
         .route("/api/ops/db-copy", axum::routing::post(db_copy))
+        .route("/api/ops/compact", axum::routing::post(compact))
         .with_state(state)
 }
 
@@ -62,9 +76,10 @@ async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
     }))
 }
 
-/// `/api/alerts?since=7d&camera=front&rule=r&class=person&limit=100`
+/// `/api/alerts?since=7d&camera=front&rule=r&class=person&limit=100`, and
+/// the same for `/api/events` (which has no rule).
 #[derive(Debug, serde::Deserialize)]
-pub struct AlertsParams {
+pub struct ListParams {
     since: Option<String>,
     camera: Option<String>,
     rule: Option<String>,
@@ -72,37 +87,54 @@ pub struct AlertsParams {
     limit: Option<usize>,
 }
 
-/// Stored alerts, oldest first, as JSON.
-async fn alerts(axum::extract::Query(p): axum::extract::Query<AlertsParams>) -> Response {
-    use crate::store::actor::{NAME, StoreMsg};
-    let since = match p.since.as_deref().map(crate::base::duration::parse).transpose() {
-        Ok(since) => since,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": format!("since: {e}") })))
-                .into_response();
-        }
-    };
-    let query =
-        crate::store::AlertQuery { camera: p.camera, rule: p.rule, class: p.class, limit: p.limit, since_us: None }
-            .since(since);
-    let Some(cell) = ractor::registry::where_is(NAME) else {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": "the event store is down" })))
-            .into_response();
+impl ListParams {
+    fn query(self) -> Result<Query, String> {
+        let since = self.since.as_deref().map(crate::base::duration::parse).transpose();
+        let since = since.map_err(|e| format!("since: {e}"))?;
+        Ok(Query { camera: self.camera, rule: self.rule, class: self.class, limit: self.limit, ..Query::default() }
+            .since(since))
+    }
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
+}
+
+/// Asks the store actor, wherever it runs now, and answers its reply as JSON.
+async fn ask_store<T: serde::Serialize + Send + 'static>(
+    timeout_ms: u64,
+    request: impl FnOnce(ractor::RpcReplyPort<Result<T, String>>) -> StoreMsg,
+) -> Response {
+    let Some(cell) = ractor::registry::where_is(STORE) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the event store is down");
     };
     let store: ractor::ActorRef<StoreMsg> = cell.into();
-    match ractor::call_t!(store, StoreMsg::Alerts, 10_000, query) {
-        Ok(Ok(alerts)) => Json(alerts).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e }))).into_response(),
-        Err(e) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
-        }
+    match ractor::call_t!(store, request, timeout_ms) {
+        Ok(Ok(value)) => Json(value).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// Stored alerts, oldest first, as JSON.
+async fn alerts(axum::extract::Query(p): axum::extract::Query<ListParams>) -> Response {
+    match p.query() {
+        Ok(query) => ask_store(10_000, |reply| StoreMsg::Alerts(query, reply)).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// Stored events (track summaries), oldest first, as JSON.
+async fn events(axum::extract::Query(p): axum::extract::Query<ListParams>) -> Response {
+    match p.query() {
+        Ok(query) => ask_store(10_000, |reply| StoreMsg::Events(query, reply)).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
 /// A consistent copy of the database for `ops backup` while the service
 /// runs, written under `data/backup-tmp/`; answers its path.
 async fn db_copy(State(state): State<ApiState>) -> Response {
-    use crate::store::actor::{NAME, StoreMsg};
     let dest = state
         .data_dir
         .join("backup-tmp")
@@ -110,19 +142,52 @@ async fn db_copy(State(state): State<ApiState>) -> Response {
     if let Some(dir) = dest.parent()
         && let Err(e) = std::fs::create_dir_all(dir)
     {
-        return (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e.to_string() })))
-            .into_response();
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e);
     }
-    let Some(cell) = ractor::registry::where_is(NAME) else {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": "the event store is down" })))
-            .into_response();
+    ask_store(120_000, |reply| StoreMsg::CopyTo(dest, reply)).await
+}
+
+/// `ops compact` while the service runs: answers whether the file shrank.
+async fn compact() -> Response {
+    ask_store(600_000, StoreMsg::Compact).await
+}
+
+/// `/api/snapshots/2026-01-15/front-...jpg`: a snapshot file. Only plain
+/// names under `snapshots/` are served: no `..`, no absolute paths, no links
+/// out of the folder.
+async fn snapshot(State(state): State<ApiState>, axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    let relative = std::path::Path::new(&path);
+    let plain = relative.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain || !path.ends_with(".jpg") {
+        return error(StatusCode::BAD_REQUEST, "not a snapshot path");
+    }
+    let root = state.data_dir.join("snapshots");
+    let file = root.join(relative);
+    let inside = match (std::fs::canonicalize(&root), std::fs::canonicalize(&file)) {
+        (Ok(root), Ok(file)) => file.starts_with(root),
+        _ => false,
     };
-    let store: ractor::ActorRef<StoreMsg> = cell.into();
-    match ractor::call_t!(store, StoreMsg::CopyTo, 120_000, dest) {
-        Ok(Ok(path)) => Json(serde_json::json!({ "path": path })).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e }))).into_response(),
-        Err(e) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
-        }
+    if !inside {
+        return error(StatusCode::NOT_FOUND, "no such snapshot");
     }
+    match tokio::fs::read(&file).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response(),
+        Err(_) => error(StatusCode::NOT_FOUND, "no such snapshot"),
+    }
+}
+
+/// `/api/faults/stall?seconds=N` (test-only): blocks every runtime worker
+/// thread for N seconds, as a wedged process would, so that tests can see
+/// the watchdog stop petting.
+async fn stall(axum::extract::Query(p): axum::extract::Query<std::collections::HashMap<String, String>>) -> Response {
+    let seconds: u64 = p.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(5).min(60);
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::warn!(seconds, workers, "fault hook: stalling the runtime");
+    // More blockers than workers, so that every worker ends up holding one;
+    // each blocks until the same moment, so a late one adds nothing.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    for _ in 0..workers * 2 {
+        tokio::spawn(async move { std::thread::sleep(until.saturating_duration_since(std::time::Instant::now())) });
+    }
+    Json(serde_json::json!({ "stalled_seconds": seconds, "workers": workers })).into_response()
 }

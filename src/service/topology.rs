@@ -8,11 +8,13 @@ use crate::calibration::Calibration;
 use crate::camera::{CameraActor, CameraArgs, FrameSink};
 use crate::config::{AlertRuleConfig, CameraConfig, Config};
 use crate::health::HealthBoard;
-use crate::health::watchdog::{Watchdog, WatchdogArgs, interval_from_env};
+use crate::health::actor::{HealthActor, HealthArgs, interval_from_env};
 use crate::http::{ApiState, HttpArgs, HttpServer};
 use crate::pipeline::loader::{DetectorLoader, LoaderArgs};
 use crate::pipeline::worker::{InferenceWorker, WorkerArgs};
 use crate::pipeline::{DetectionSink, GatedSink, SharedDetector, motion::MotionSettings, queue::FrameQueue};
+use crate::resources::{ResourceActor, ResourceArgs};
+use crate::retention::actor::{RetentionActor, RetentionArgs};
 use crate::rules::actor::{RuleActor, RuleArgs};
 use crate::speaker::{SpeakerActor, SpeakerArgs};
 use crate::store::actor::{NAME as STORE, StoreActor, StoreArgs};
@@ -28,7 +30,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Component ids a `supervision.toml` leaf may name.
-pub const COMPONENTS: &[&str] = &["health", "http", "store", "detector", "alerts", "tracker"];
+pub const COMPONENTS: &[&str] = &["health", "resources", "retention", "http", "store", "detector", "alerts", "tracker"];
 /// Supervisors whose children come from the config.
 pub const DYNAMIC: &[&str] = &["cameras", "inference", "rules", "speakers"];
 
@@ -261,8 +263,23 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
     let start: StartFn = match id {
         "health" => Arc::new(move |parent| {
             let (interval, systemd) = interval_from_env();
-            let args = WatchdogArgs { tree: parent.clone(), interval, systemd };
-            Box::pin(async move { Ok(Actor::spawn_linked(None, Watchdog, args, parent).await?.0.get_cell()) })
+            let args = HealthArgs {
+                tree: parent.clone(),
+                watchdog_interval: interval,
+                systemd,
+                board: c.board.clone(),
+                config: c.config.clone(),
+                data_dir: c.data_dir.clone(),
+            };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, HealthActor, args, parent).await?.0.get_cell()) })
+        }),
+        "resources" => Arc::new(move |parent| {
+            let args = ResourceArgs { board: c.board.clone(), config: c.config.clone() };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, ResourceActor, args, parent).await?.0.get_cell()) })
+        }),
+        "retention" => Arc::new(move |parent| {
+            let args = RetentionArgs { data_dir: c.data_dir.clone(), config: c.config.clone() };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, RetentionActor, args, parent).await?.0.get_cell()) })
         }),
         "http" => Arc::new(move |parent| {
             let listen = c.config.borrow().http.listen.parse::<SocketAddr>();

@@ -1,13 +1,15 @@
 //! The store actor: the only owner of `events.redb`.
 //!
-//! Parent: the root supervisor. Inputs: alerts to append, queries. Writes are
-//! group-committed: requests arriving within a few milliseconds (or 100 of
-//! them) share one durable transaction, and each is answered only after the
-//! commit is on disk. An I/O error fails the actor after answering the batch
-//! with the error; its supervisor reopens the database, and the senders keep
-//! what was not acknowledged.
+//! Parent: the `storage` supervisor. Inputs: records to append (alerts are
+//! acknowledged; events, camera states and health transitions are sent and
+//! forgotten), queries, copies, compaction and retention deletes. Writes are
+//! group-committed: records arriving within a few milliseconds (or 100 of
+//! them) share one durable transaction, and each acknowledged one is answered
+//! only after the commit is on disk. An I/O error fails the actor after
+//! answering the batch with the error; its supervisor reopens the database,
+//! and the senders keep what was not acknowledged.
 
-use super::{AlertQuery, AlertRecord, Store};
+use super::{AlertRecord, EventRecord, Query, Record, Store};
 use crate::health::HealthBoard;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::path::PathBuf;
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 pub const NAME: &str = "store";
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
 const BATCH_MAX: usize = 100;
+
+type Reply<T> = RpcReplyPort<Result<T, String>>;
 
 pub struct StoreActor;
 
@@ -28,18 +32,50 @@ pub struct StoreArgs {
 pub struct StoreState {
     store: Arc<Store>,
     board: HealthBoard,
-    pending: Vec<(AlertRecord, RpcReplyPort<Result<(), String>>)>,
+    pending: Vec<(Record, Option<Reply<()>>)>,
     flush_scheduled: bool,
+    commits: u64,
 }
 
 pub enum StoreMsg {
-    /// Append one alert; answered once it is durable.
-    Append(AlertRecord, RpcReplyPort<Result<(), String>>),
+    /// Append one record; answered once it is durable.
+    Append(Record, Reply<()>),
+    /// Append one record without an answer (a loss is counted, not retried).
+    Submit(Record),
     Flush,
-    Alerts(AlertQuery, RpcReplyPort<Result<Vec<AlertRecord>, String>>),
+    Alerts(Query, Reply<Vec<AlertRecord>>),
+    Events(Query, Reply<Vec<EventRecord>>),
     /// Writes a consistent copy of the database (for `ops backup` while the
     /// service runs) and answers its path.
-    CopyTo(PathBuf, RpcReplyPort<Result<PathBuf, String>>),
+    CopyTo(PathBuf, Reply<PathBuf>),
+    /// Rewrites the file to give free pages back; answers whether it shrank.
+    Compact(Reply<bool>),
+    /// Deletes up to N records older than a Unix-microsecond time from every
+    /// table; answers the count per table.
+    DeleteBefore(i64, usize, Reply<Vec<(&'static str, usize)>>),
+}
+
+/// When the last commit succeeded, Unix milliseconds (0: none yet).
+static LAST_COMMIT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long ago the store last committed, if it has.
+pub fn last_commit_age() -> Option<Duration> {
+    let ms = LAST_COMMIT_MS.load(std::sync::atomic::Ordering::Relaxed);
+    (ms > 0).then(|| {
+        let now = crate::store::unix_micros(std::time::SystemTime::now()) as u64 / 1000;
+        Duration::from_millis(now.saturating_sub(ms))
+    })
+}
+
+/// Sends `record` to the store without waiting; counts it as lost when the
+/// store is not running.
+pub fn submit(record: Record) {
+    let kind = record.kind();
+    let sent = ractor::registry::where_is(NAME)
+        .is_some_and(|cell| ActorRef::<StoreMsg>::from(cell).cast(StoreMsg::Submit(record)).is_ok());
+    if !sent {
+        metrics::counter!("smart_cctv_store_dropped_total", "kind" => kind).increment(1);
+    }
 }
 
 impl Actor for StoreActor {
@@ -49,7 +85,10 @@ impl Actor for StoreActor {
 
     async fn pre_start(&self, _: ActorRef<StoreMsg>, args: StoreArgs) -> Result<StoreState, ActorProcessingErr> {
         let path = args.path.clone();
-        let opened = tokio::task::spawn_blocking(move || Store::open(&path)).await?;
+        // Ready means able to write: a full disk fails here, and the
+        // supervisor tries again after its backoff.
+        let opened =
+            tokio::task::spawn_blocking(move || Store::open(&path).and_then(|s| s.probe().map(|()| s))).await?;
         match opened {
             Ok(store) => {
                 args.board.set_component("store", true, "ready", None);
@@ -59,9 +98,11 @@ impl Actor for StoreActor {
                     board: args.board,
                     pending: Vec::new(),
                     flush_scheduled: false,
+                    commits: 0,
                 })
             }
             Err(e) => {
+                metrics::counter!("smart_cctv_store_errors_total").increment(1);
                 args.board.set_component("store", false, "unavailable", Some(e.to_string()));
                 Err(e.to_string().into())
             }
@@ -75,34 +116,72 @@ impl Actor for StoreActor {
         state: &mut StoreState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            StoreMsg::Append(record, reply) => {
-                state.pending.push((record, reply));
-                if state.pending.len() >= BATCH_MAX {
-                    flush(state).await?;
-                } else if !state.flush_scheduled {
-                    state.flush_scheduled = true;
-                    myself.send_after(BATCH_WINDOW, || StoreMsg::Flush);
-                }
-            }
+            StoreMsg::Append(record, reply) => queue(state, &myself, record, Some(reply)).await?,
+            StoreMsg::Submit(record) => queue(state, &myself, record, None).await?,
             StoreMsg::Flush => {
                 state.flush_scheduled = false;
                 flush(state).await?;
             }
             StoreMsg::CopyTo(dest, reply) => {
                 let store = state.store.clone();
-                let result =
-                    tokio::task::spawn_blocking(move || super::backup::copy_database(&store, &dest).map(|_| dest))
-                        .await?;
-                let _ = reply.send(result.map_err(|e| e.to_string()));
+                let copied = blocking(move || store.copy_to(&dest).map(|_| dest)).await?;
+                let _ = reply.send(copied);
             }
             StoreMsg::Alerts(query, reply) => {
                 let store = state.store.clone();
-                let result = tokio::task::spawn_blocking(move || store.alerts(&query)).await?;
-                let _ = reply.send(result.map_err(|e| e.to_string()));
+                let _ = reply.send(blocking(move || store.alerts(&query)).await?);
+            }
+            StoreMsg::Events(query, reply) => {
+                let store = state.store.clone();
+                let _ = reply.send(blocking(move || store.events(&query)).await?);
+            }
+            StoreMsg::DeleteBefore(before_us, max, reply) => {
+                // Pending writes first, so a delete never races ahead of them.
+                flush(state).await?;
+                let store = state.store.clone();
+                let _ = reply.send(blocking(move || store.delete_before(before_us, max)).await?);
+            }
+            StoreMsg::Compact(reply) => {
+                flush(state).await?;
+                let _ = reply.send(compact(state).await?);
             }
         }
         Ok(())
     }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, super::StoreError> + Send + 'static,
+) -> Result<Result<T, String>, ActorProcessingErr> {
+    Ok(tokio::task::spawn_blocking(f).await?.map_err(|e| e.to_string()))
+}
+
+async fn queue(
+    state: &mut StoreState,
+    myself: &ActorRef<StoreMsg>,
+    record: Record,
+    reply: Option<Reply<()>>,
+) -> Result<(), ActorProcessingErr> {
+    state.pending.push((record, reply));
+    if state.pending.len() >= BATCH_MAX {
+        flush(state).await?;
+    } else if !state.flush_scheduled {
+        state.flush_scheduled = true;
+        myself.send_after(BATCH_WINDOW, || StoreMsg::Flush);
+    }
+    Ok(())
+}
+
+/// Compaction needs the database to itself: every read handed out earlier
+/// has finished by now, as each ran to completion inside a handler.
+async fn compact(state: &mut StoreState) -> Result<Result<bool, String>, ActorProcessingErr> {
+    let Some(store) = Arc::get_mut(&mut state.store) else {
+        return Ok(Err("the store is busy; try again".into()));
+    };
+    let started = Instant::now();
+    let result = tokio::task::block_in_place(|| store.compact()).map_err(|e| e.to_string());
+    tracing::info!(shrank = ?result, seconds = started.elapsed().as_secs_f64(), "event store compacted");
+    Ok(result)
 }
 
 /// Commits everything pending in one durable transaction.
@@ -111,24 +190,40 @@ async fn flush(state: &mut StoreState) -> Result<(), ActorProcessingErr> {
         return Ok(());
     }
     let batch = std::mem::take(&mut state.pending);
-    let records: Vec<AlertRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+    let records: Vec<Record> = batch.iter().map(|(r, _)| r.clone()).collect();
     let store = state.store.clone();
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || store.append_alerts(&records)).await?;
-    metrics::histogram!("smart_cctv_store_commit_seconds").record(started.elapsed().as_secs_f64());
+    let result = tokio::task::spawn_blocking(move || store.append(&records)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    metrics::histogram!("smart_cctv_store_commit_seconds").record(seconds);
     match result {
         Ok(()) => {
+            state.commits += 1;
+            let now_ms = crate::store::unix_micros(std::time::SystemTime::now()) as u64 / 1000;
+            LAST_COMMIT_MS.store(now_ms, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("smart_cctv_store_writes_total").increment(batch.len() as u64);
+            state.board.set_detail(
+                "store",
+                serde_json::json!({ "commits": state.commits, "last_commit_ms": seconds * 1000.0, "batch": batch.len() }),
+            );
             for (_, reply) in batch {
-                let _ = reply.send(Ok(()));
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
+                }
             }
             Ok(())
         }
         Err(e) => {
             metrics::counter!("smart_cctv_store_errors_total").increment(1);
+            tracing::error!("event store write failed: {e}");
             state.board.set_component("store", false, "degraded", Some(e.to_string()));
-            for (_, reply) in batch {
-                let _ = reply.send(Err(e.to_string()));
+            for (record, reply) in batch {
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                    None => metrics::counter!("smart_cctv_store_dropped_total", "kind" => record.kind()).increment(1),
+                }
             }
             // redb answers PreviousIo to everything after an I/O error:
             // fail, and let the supervisor reopen the database.

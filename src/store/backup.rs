@@ -38,19 +38,20 @@ fn io(e: impl std::fmt::Display) -> BackupError {
     BackupError::Io(e.to_string())
 }
 
-/// Writes a consistent copy of `store` to `dest`.
+/// Writes a consistent copy of `store` to `dest`; answers how many records.
 pub fn copy_database(store: &Store, dest: &Path) -> Result<usize, BackupError> {
-    let alerts = store.alerts(&super::AlertQuery::default())?;
-    let _ = std::fs::remove_file(dest);
-    let copy = Store::open(dest)?;
-    copy.append_alerts(&alerts)?;
-    Ok(alerts.len())
+    Ok(store.copy_to(dest)?)
 }
 
 /// Archives `files` (archive name → source) with a manifest into `out_dir`.
 /// Each file is read once, hashed and archived from the same bytes, so a
 /// file changing meanwhile cannot make the manifest disagree with the archive.
-pub fn write_archive(out_dir: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf, BackupError> {
+/// `progress` hears (bytes done, bytes in all) after each file.
+pub fn write_archive(
+    out_dir: &Path,
+    files: &[(String, PathBuf)],
+    progress: &dyn Fn(u64, u64),
+) -> Result<PathBuf, BackupError> {
     use sha2::{Digest, Sha256};
     std::fs::create_dir_all(out_dir).map_err(|e| BackupError::Io(format!("{}: {e}", out_dir.display())))?;
     let now = chrono::Local::now();
@@ -66,6 +67,8 @@ pub fn write_archive(out_dir: &Path, files: &[(String, PathBuf)]) -> Result<Path
         header.set_cksum();
         tar.append_data(&mut header, name, bytes).map_err(io)
     };
+    let total: u64 = files.iter().filter_map(|(_, source)| std::fs::metadata(source).ok()).map(|m| m.len()).sum();
+    let mut done = 0;
     for (name, source) in files {
         let bytes = match std::fs::read(source) {
             Ok(bytes) => bytes,
@@ -76,6 +79,8 @@ pub fn write_archive(out_dir: &Path, files: &[(String, PathBuf)]) -> Result<Path
         let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         manifest.files.insert(name.clone(), digest);
         append(&mut tar, name, &bytes)?;
+        done += bytes.len() as u64;
+        progress(done, total.max(done));
     }
     let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(io)?;
     append(&mut tar, MANIFEST, &manifest_json)?;

@@ -1,8 +1,9 @@
 //! `smart-cctv ops check`, like fsck: the database's integrity and schema,
-//! the configuration, alerts whose snapshot is missing, and snapshot files no
-//! alert points to. `--repair` moves orphan files to `trash/`.
+//! the configuration, alerts whose snapshot is missing (and was not expired
+//! by retention), and snapshot files no alert points to. `--repair` moves
+//! orphan files to `trash/`.
 
-use super::{AlertQuery, SCHEMA_VERSION, Store};
+use super::{Query, SCHEMA_VERSION, Store};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,10 @@ pub fn check(data_dir: &Path, config_path: Option<&Path>, repair: bool) -> Repor
         report.problems.push(format!("configuration: {e}"));
     }
     let path = data_dir.join(super::FILE);
+    // Retention deletes snapshots oldest first, so a missing snapshot older
+    // than every one still on disk was retention's doing, not damage.
+    let oldest_kept_us =
+        crate::retention::list_snapshots(&data_dir.join("snapshots")).first().map(|f| super::unix_micros(f.modified));
     let referenced: HashSet<PathBuf> = if path.exists() {
         match Store::open(&path) {
             Err(e) => {
@@ -45,12 +50,15 @@ pub fn check(data_dir: &Path, config_path: Option<&Path>, repair: bool) -> Repor
                         .push(format!("{}: schema version {v:?}, expected {SCHEMA_VERSION}", path.display())),
                     Err(e) => report.problems.push(e.to_string()),
                 }
-                match store.alerts(&AlertQuery::default()) {
+                match store.alerts(&Query::default()) {
                     Ok(alerts) => alerts
                         .into_iter()
                         .map(|a| {
                             let file = data_dir.join(&a.snapshot);
-                            if !file.is_file() {
+                            // A snapshot still pending is put in place at the next start.
+                            let pending = crate::alerts::snapshot::pending_path(&data_dir.join("snapshots"), &file);
+                            let expired = oldest_kept_us.is_none_or(|oldest| a.time_us < oldest);
+                            if !a.snapshot.is_empty() && !file.is_file() && !pending.is_file() && !expired {
                                 report.problems.push(format!(
                                     "alert {} {} at {} µs: snapshot {} is missing",
                                     a.rule, a.camera, a.time_us, a.snapshot
@@ -71,7 +79,11 @@ pub fn check(data_dir: &Path, config_path: Option<&Path>, repair: bool) -> Repor
     };
 
     let snapshots = data_dir.join("snapshots");
+    let pending = snapshots.join(crate::alerts::snapshot::PENDING);
     for file in files_under(&snapshots) {
+        if file.starts_with(&pending) {
+            continue;
+        }
         if file.extension().is_some_and(|e| e == "jpg") && !referenced.contains(&file) {
             let shown = file.strip_prefix(data_dir).unwrap_or(&file).display().to_string();
             if repair {
@@ -95,7 +107,8 @@ pub fn check(data_dir: &Path, config_path: Option<&Path>, repair: bool) -> Repor
     report
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return out };
     for entry in entries.flatten() {

@@ -14,22 +14,33 @@ pub mod actor;
 pub mod analyze;
 pub mod backup;
 pub mod check;
+pub mod records;
 pub mod upgrade;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
-use serde::{Deserialize, Serialize};
+pub use records::{AlertRecord, CameraStatusRecord, EventRecord, HealthRecord, Query, Record};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The schema this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ALERTS: TableDefinition<u128, &[u8]> = TableDefinition::new("alerts");
 /// Since v2: camera state changes and health transitions, time-keyed JSON.
 const CAMERA_STATUS: TableDefinition<u128, &[u8]> = TableDefinition::new("camera_status");
 const HEALTH_EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("health_events");
+/// Since v3: track summaries (one per object seen), keyed by first sighting.
+const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
+
+type RecordTable = TableDefinition<'static, u128, &'static [u8]>;
+
+/// Every time-keyed table, for copies, checks and retention.
+pub(crate) const RECORD_TABLES: [RecordTable; 4] = [ALERTS, EVENTS, CAMERA_STATUS, HEALTH_EVENTS];
+/// Their names, in the same order, as metrics and reports give them.
+pub const RECORD_TABLE_NAMES: [&str; 4] = ["alerts", "events", "camera_status", "health_events"];
 
 /// The store's file name under the data directory.
 pub const FILE: &str = "events.redb";
@@ -52,59 +63,13 @@ pub(crate) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-/// One alert as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AlertRecord {
-    /// Capture time, Unix microseconds.
-    pub time_us: i64,
-    pub rule: String,
-    pub camera: String,
-    pub class: String,
-    pub confidence: f32,
-    pub track_ids: Vec<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub distance_m: Option<f64>,
-    /// Relative to the data directory (`snapshots/2026-01-15/...jpg`).
-    pub snapshot: String,
-}
-
-/// Filters for listing alerts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AlertQuery {
-    /// Unix microseconds, inclusive.
-    #[serde(default)]
-    pub since_us: Option<i64>,
-    #[serde(default)]
-    pub camera: Option<String>,
-    #[serde(default)]
-    pub rule: Option<String>,
-    #[serde(default)]
-    pub class: Option<String>,
-    #[serde(default)]
-    pub limit: Option<usize>,
-}
-
-impl AlertQuery {
-    fn matches(&self, r: &AlertRecord) -> bool {
-        self.camera.as_ref().is_none_or(|c| c == &r.camera)
-            && self.rule.as_ref().is_none_or(|x| x == &r.rule)
-            && self.class.as_ref().is_none_or(|x| x == &r.class)
-    }
-
-    /// `since` as a duration back from now.
-    pub fn since(mut self, ago: Option<Duration>) -> Self {
-        self.since_us = ago.map(|d| unix_micros(SystemTime::now()) - d.as_micros() as i64);
-        self
-    }
-}
-
 pub fn unix_micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 static SEQUENCE: AtomicU16 = AtomicU16::new(0);
 
-fn key(time_us: i64) -> u128 {
+pub(crate) fn key(time_us: i64) -> u128 {
     ((time_us.max(0) as u128) << 16) | SEQUENCE.fetch_add(1, Ordering::Relaxed) as u128
 }
 
@@ -159,9 +124,9 @@ impl Store {
                 {
                     let mut meta = txn.open_table(META).map_err(io)?;
                     meta.insert("schema_version", SCHEMA_VERSION).map_err(io)?;
-                    txn.open_table(ALERTS).map_err(io)?;
-                    txn.open_table(CAMERA_STATUS).map_err(io)?;
-                    txn.open_table(HEALTH_EVENTS).map_err(io)?;
+                    for table in RECORD_TABLES {
+                        txn.open_table(table).map_err(io)?;
+                    }
                 }
                 txn.commit().map_err(io)
             }
@@ -183,28 +148,63 @@ impl Store {
     }
 
     /// Writes `records` in one durable transaction.
-    pub fn append_alerts(&self, records: &[AlertRecord]) -> Result<(), StoreError> {
+    pub fn append(&self, records: &[Record]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(io)?;
         {
-            let mut table = txn.open_table(ALERTS).map_err(io)?;
-            for r in records {
-                let bytes = serde_json::to_vec(r).map_err(io)?;
-                table.insert(key(r.time_us), bytes.as_slice()).map_err(io)?;
+            // Only the tables this batch touches are opened.
+            let mut tables: [Option<redb::Table<'_, u128, &[u8]>>; 4] = [None, None, None, None];
+            for record in records {
+                let (index, time_us, bytes) = record.encode().map_err(io)?;
+                let table = match &mut tables[index] {
+                    Some(table) => table,
+                    slot => slot.insert(txn.open_table(RECORD_TABLES[index]).map_err(io)?),
+                };
+                table.insert(key(time_us), bytes.as_slice()).map_err(io)?;
             }
         }
         txn.commit().map_err(io)
     }
 
+    /// Writes alerts in one durable transaction.
+    pub fn append_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        self.append(&alerts.iter().cloned().map(Record::Alert).collect::<Vec<_>>())
+    }
+
     /// Alerts matching `query`, oldest first.
-    pub fn alerts(&self, query: &AlertQuery) -> Result<Vec<AlertRecord>, StoreError> {
+    pub fn alerts(&self, query: &Query) -> Result<Vec<AlertRecord>, StoreError> {
+        self.list(ALERTS, query, |r: &AlertRecord| query.matches(&r.camera, &r.class, Some(&r.rule)))
+    }
+
+    /// Track summaries matching `query` (its `rule` is ignored), oldest first.
+    pub fn events(&self, query: &Query) -> Result<Vec<EventRecord>, StoreError> {
+        self.list(EVENTS, query, |r: &EventRecord| query.matches(&r.camera, &r.class, None))
+    }
+
+    /// Camera state changes since `query.since_us`, oldest first.
+    pub fn camera_status(&self, query: &Query) -> Result<Vec<CameraStatusRecord>, StoreError> {
+        self.list(CAMERA_STATUS, query, |r: &CameraStatusRecord| query.camera.as_ref().is_none_or(|c| c == &r.camera))
+    }
+
+    /// Health transitions since `query.since_us`, oldest first.
+    pub fn health_events(&self, query: &Query) -> Result<Vec<HealthRecord>, StoreError> {
+        self.list(HEALTH_EVENTS, query, |_: &HealthRecord| true)
+    }
+
+    fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        table: RecordTable,
+        query: &Query,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(ALERTS).map_err(io)?;
+        let table = txn.open_table(table).map_err(io)?;
         let from = (query.since_us.unwrap_or(0).max(0) as u128) << 16;
+        let to = query.until_us.map_or(u128::MAX, |t| (t.max(0) as u128) << 16);
         let mut out = Vec::new();
-        for entry in table.range(from..).map_err(io)? {
+        for entry in table.range(from..to).map_err(io)? {
             let (_, value) = entry.map_err(io)?;
-            let record: AlertRecord = serde_json::from_slice(value.value()).map_err(io)?;
-            if query.matches(&record) {
+            let record: T = serde_json::from_slice(value.value()).map_err(io)?;
+            if keep(&record) {
                 out.push(record);
             }
         }
@@ -213,6 +213,58 @@ impl Store {
             out.drain(..skip);
         }
         Ok(out)
+    }
+
+    /// Deletes up to `max` records older than `before_us` from each table, in
+    /// one short transaction, so retention never holds the writer for long.
+    /// Answers how many went, per table name.
+    pub fn delete_before(&self, before_us: i64, max: usize) -> Result<Vec<(&'static str, usize)>, StoreError> {
+        let cutoff = (before_us.max(0) as u128) << 16;
+        let txn = self.db.begin_write().map_err(io)?;
+        let mut deleted = Vec::new();
+        for (def, name) in RECORD_TABLES.into_iter().zip(RECORD_TABLE_NAMES) {
+            let mut table = txn.open_table(def).map_err(io)?;
+            let mut n = 0;
+            let mut last = None;
+            for entry in table.range(..cutoff).map_err(io)?.take(max) {
+                last = Some(entry.map_err(io)?.0.value());
+                n += 1;
+            }
+            if let Some(last) = last {
+                table.retain_in(..=last, |_, _| false).map_err(io)?;
+            }
+            deleted.push((name, n));
+        }
+        txn.commit().map_err(io)?;
+        Ok(deleted)
+    }
+
+    /// Copies every table into a new store at `dest` from one read
+    /// transaction: a consistent copy while writes go on.
+    pub fn copy_to(&self, dest: &Path) -> Result<usize, StoreError> {
+        let _ = std::fs::remove_file(dest);
+        let copy = Store::open(dest)?;
+        let read = self.db.begin_read().map_err(io)?;
+        let write = copy.db.begin_write().map_err(io)?;
+        let mut copied = 0;
+        for def in RECORD_TABLES {
+            let from = read.open_table(def).map_err(io)?;
+            let mut to = write.open_table(def).map_err(io)?;
+            for entry in from.iter().map_err(io)? {
+                let (k, v) = entry.map_err(io)?;
+                to.insert(k.value(), v.value()).map_err(io)?;
+                copied += 1;
+            }
+        }
+        write.commit().map_err(io)?;
+        Ok(copied)
+    }
+
+    /// Records the time in `meta` durably: proves the file can be written.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        txn.open_table(META).map_err(io)?.insert("last_open_us", unix_micros(SystemTime::now()) as u64).map_err(io)?;
+        txn.commit().map_err(io)
     }
 
     /// Rewrites the file to reclaim free space; `true` when it shrank.
@@ -255,15 +307,85 @@ mod tests {
         let path = dir.path().join(FILE);
         let store = Store::open(&path).unwrap();
         store.append_alerts(&[test_alert(300, "b"), test_alert(100, "a"), test_alert(200, "a")]).unwrap();
-        let all = store.alerts(&AlertQuery::default()).unwrap();
+        let all = store.alerts(&Query::default()).unwrap();
         assert_eq!(all.iter().map(|r| r.time_us).collect::<Vec<_>>(), [100, 200, 300]);
-        let q = AlertQuery { since_us: Some(150), camera: Some("a".into()), ..AlertQuery::default() };
+        let q = Query { since_us: Some(150), camera: Some("a".into()), ..Query::default() };
         assert_eq!(store.alerts(&q).unwrap().len(), 1);
         drop(store);
         // Reopened: still there; a second open while one is held is refused.
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.alerts(&AlertQuery::default()).unwrap().len(), 3);
+        assert_eq!(store.alerts(&Query::default()).unwrap().len(), 3);
         assert!(matches!(Store::open(&path), Err(StoreError::InUse { .. })));
+    }
+
+    #[test]
+    fn every_kind_is_kept_apart_copied_whole_and_expired_in_batches() {
+        use redb::TableHandle;
+        for (def, name) in RECORD_TABLES.into_iter().zip(RECORD_TABLE_NAMES) {
+            assert_eq!(def.name(), name);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(FILE)).unwrap();
+        let event = |t: i64, camera: &str| {
+            Record::Event(EventRecord {
+                first_seen_us: t,
+                last_seen_us: t + 5,
+                camera: camera.into(),
+                class: "car".into(),
+                track_id: t as u64,
+                best_confidence: 0.8,
+                snapshot: None,
+            })
+        };
+        let status = |t: i64| {
+            Record::CameraStatus(CameraStatusRecord {
+                time_us: t,
+                camera: "a".into(),
+                state: "backoff".into(),
+                error: None,
+            })
+        };
+        let health = |t: i64| {
+            Record::Health(HealthRecord {
+                time_us: t,
+                component: "disk".into(),
+                ok: false,
+                state: "critical".into(),
+                error: None,
+            })
+        };
+        let mut records: Vec<Record> = (1..=10).map(|t| event(t * 100, if t % 2 == 0 { "a" } else { "b" })).collect();
+        records.extend([
+            Record::Alert(test_alert(150, "a")),
+            status(160),
+            health(170),
+            Record::Alert(test_alert(950, "a")),
+        ]);
+        store.append(&records).unwrap();
+
+        let q = Query { camera: Some("a".into()), since_us: Some(300), ..Query::default() };
+        let events = store.events(&q).unwrap();
+        assert_eq!(events.iter().map(|e| e.first_seen_us).collect::<Vec<_>>(), [400, 600, 800, 1000]);
+        assert!(store.events(&Query { rule: Some("r".into()), ..Query::default() }).unwrap().is_empty());
+        assert_eq!(store.alerts(&Query::default()).unwrap().len(), 2);
+        assert_eq!(store.camera_status(&Query::default()).unwrap().len(), 1);
+        assert_eq!(store.health_events(&Query::default()).unwrap().len(), 1);
+
+        let copy_path = dir.path().join("copy.redb");
+        assert_eq!(store.copy_to(&copy_path).unwrap(), records.len());
+        assert_eq!(Store::open(&copy_path).unwrap().events(&Query::default()).unwrap().len(), 10);
+
+        // Older than 550 µs: events 100..500 (5), alert 150, status, health.
+        // At most 2 per table per call, so it takes three calls.
+        let mut gone = 0;
+        for _ in 0..4 {
+            let deleted = store.delete_before(550, 2).unwrap();
+            assert!(deleted.iter().all(|(_, n)| *n <= 2));
+            gone += deleted.iter().map(|(_, n)| n).sum::<usize>();
+        }
+        assert_eq!(gone, 8);
+        assert_eq!(store.events(&Query::default()).unwrap()[0].first_seen_us, 600);
+        assert_eq!(store.alerts(&Query::default()).unwrap().iter().map(|a| a.time_us).collect::<Vec<_>>(), [950]);
     }
 
     #[test]

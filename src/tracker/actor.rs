@@ -3,14 +3,16 @@
 //! Parent: the root supervisor. Input: detections per frame. Output: each
 //! camera's active tracks, sent to every rule actor (process group `rules`).
 
-use super::{Tracker, TrackerSettings};
+use super::{Track, Tracker, TrackerSettings};
 use crate::calibration::Calibration;
 use crate::pipeline::{DetectionSink, Detections};
 use crate::rules::actor::{RULES_GROUP, RuleMsg};
 use crate::rules::{TrackView, TrackedFrame};
+use crate::store::{EventRecord, Record, unix_micros};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 /// The registered name the detection sink sends to.
 pub const NAME: &str = "tracker";
@@ -83,7 +85,10 @@ impl Actor for TrackerActor {
                 .and_then(|c| c.homography.project((p.0 as f64, p.1 as f64)))
                 .map_or(p, |(x, y)| (x as f32, y as f32))
         };
-        tracker.update(&d.detections, d.frame.captured_at, &project);
+        let ended = tracker.update(&d.detections, d.frame.captured_at, &project);
+        for track in ended {
+            crate::store::actor::submit(summary(&track, &camera, d.frame.captured, d.frame.captured_at));
+        }
         let tracks: Vec<TrackView> = tracker
             .active()
             .map(|t| TrackView {
@@ -101,4 +106,19 @@ impl Actor for TrackerActor {
         }
         Ok(())
     }
+}
+
+/// A track's record, its times turned from the monotonic clock to wall time
+/// through the frame that ended it.
+fn summary(track: &Track, camera: &str, wall: SystemTime, at: Instant) -> Record {
+    let wall_of = |t: Instant| unix_micros(wall) - at.saturating_duration_since(t).as_micros() as i64;
+    Record::Event(EventRecord {
+        first_seen_us: wall_of(track.first_seen),
+        last_seen_us: wall_of(track.last_seen),
+        camera: camera.to_owned(),
+        class: track.class_name.to_owned(),
+        track_id: track.id,
+        best_confidence: track.best_confidence,
+        snapshot: None,
+    })
 }

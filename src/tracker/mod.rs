@@ -75,6 +75,7 @@ pub struct Track {
     pub class_name: &'static str,
     pub state: TrackState,
     pub confidence: f32,
+    pub best_confidence: f32,
     pub bbox: [f32; 4],
     pub first_seen: Instant,
     pub last_seen: Instant,
@@ -124,8 +125,9 @@ impl Tracker {
         self.tracks.iter().filter(|t| t.state == TrackState::Active)
     }
 
-    /// Feeds one frame's detections, seen at `now`.
-    pub fn update(&mut self, detections: &[Detection], now: Instant, project: Project<'_>) {
+    /// Feeds one frame's detections, seen at `now`; answers the confirmed
+    /// tracks that ended with it (their summaries are worth keeping).
+    pub fn update(&mut self, detections: &[Detection], now: Instant, project: Project<'_>) -> Vec<Track> {
         for t in &mut self.tracks {
             t.filter.predict();
             t.bbox = t.filter.bbox();
@@ -166,7 +168,9 @@ impl Tracker {
                 }
             }
         }
-        self.tracks.retain(|t| t.state != TrackState::Removed);
+        let (ended, live): (Vec<Track>, Vec<Track>) =
+            std::mem::take(&mut self.tracks).into_iter().partition(|t| t.state == TrackState::Removed);
+        self.tracks = live;
         for d in unmatched_high {
             let filter = BoxFilter::new(d.bbox);
             let mut track = Track {
@@ -175,6 +179,7 @@ impl Tracker {
                 class_name: d.class_name,
                 state: TrackState::New,
                 confidence: d.confidence,
+                best_confidence: d.confidence,
                 bbox: d.bbox,
                 first_seen: now,
                 last_seen: now,
@@ -189,6 +194,7 @@ impl Tracker {
             self.next_id += 1;
             self.tracks.push(track);
         }
+        ended.into_iter().filter(|t| t.hits > 1).collect()
     }
 
     fn hit(&mut self, ti: usize, d: &Detection, now: Instant, project: Project<'_>) {
@@ -197,6 +203,7 @@ impl Tracker {
         t.filter.update(d.bbox);
         t.bbox = d.bbox;
         t.confidence = d.confidence;
+        t.best_confidence = t.best_confidence.max(d.confidence);
         t.last_seen = now;
         t.hits += 1;
         t.state = TrackState::Active;

@@ -127,7 +127,7 @@ fn broken_configs_name_the_key_path() {
         ),
         ("invalid log level", cam("monitoring:\n  log_level: \"loud=[\"\n"), "monitoring.log_level"),
         ("listen address that does not parse", cam("http:\n  listen: localhost-ish\n"), "http.listen"),
-        ("non-loopback listen without opting in", cam("http:\n  listen: 0.0.0.0:9090\n"), "http.listen"),
+        ("non-loopback listen without opting in", cam("http:\n  listen: 0.0.0.0:9810\n"), "http.listen"),
         ("YAML syntax error", format!("{}  - [unclosed\n", base()), "(syntax)"),
     ];
     assert!(cases.len() >= 15);

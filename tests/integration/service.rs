@@ -83,7 +83,7 @@ fn runs_reloads_and_stops_like_a_systemd_service() {
     assert_eq!(metric(&metrics, "smart_cctv_config_generation"), Some(2.0));
     assert_eq!(metric(&metrics, "smart_cctv_config_reloads_total"), Some(1.0));
     wait_for("a debug line after the level change", Duration::from_secs(10), || {
-        service.log("app.log").contains("| DEBUG | smart_cctv::health::watchdog |").then_some(())
+        service.log("app.log").contains("| DEBUG | smart_cctv::health::actor |").then_some(())
     });
     assert!(service.log("app.log").contains("cameras added: gate"));
 

@@ -31,18 +31,38 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 
 /// A minimal HTTP/1.1 GET: status and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let (status, body) = http_get_bytes(addr, path)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A minimal HTTP/1.1 GET: status and the body's bytes.
+pub fn http_get_bytes(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n");
+    let head = String::from_utf8_lossy(&response[..split.unwrap_or(response.len())]).into_owned();
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad response: {response:?}")))?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {head:?}")))?;
+    let body = split.map(|i| response[i + 4..].to_vec()).unwrap_or_default();
     Ok((status, body))
+}
+
+/// A minimal HTTP/1.1 POST with no body: status and body.
+pub fn http_post(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
 /// The value of an unlabelled metric in Prometheus text.
@@ -97,33 +117,59 @@ impl Service {
 
     /// Starts the binary with `config` (a YAML text containing `{listen}`).
     pub fn start(config: &str, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), config, env)
+    }
+
+    /// Starts the binary in `dir` (its data under `dir/data`).
+    pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let path = dir.path().join("config.yaml");
-        write_private(&path, &config.replace("{listen}", &addr.to_string()));
-        let stderr = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();
-        let mut command = Command::new(BIN);
-        command
-            .arg("--config")
-            .arg(&path)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--supervision")
-            .arg(repo_file("supervision.toml"))
-            .arg("run")
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().unwrap();
+        write_private(&dir.path().join("config.yaml"), &config.replace("{listen}", &addr.to_string()));
+        let child = spawn(dir.path(), env);
         Self { child, dir, addr }
     }
+
+    /// Starts a new process on the same directory, config and address,
+    /// once the previous one has exited.
+    pub fn restart(&mut self) {
+        self.child = spawn(self.dir.path(), &[]);
+    }
+
+    /// SIGKILL, then reap it.
+    pub fn kill_hard(&mut self) {
+        signal(&self.child, libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Waits until `/healthz` answers 200.
+    pub fn wait_healthy(&self, timeout: Duration) {
+        wait_for("the service to be healthy", timeout, || {
+            http_get(self.addr, "/healthz").ok().filter(|(status, _)| *status == 200)
+        });
+    }
+}
+
+fn spawn(dir: &Path, env: &[(&str, &str)]) -> Child {
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.txt")).unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--supervision")
+        .arg(repo_file("supervision.toml"))
+        .arg("run")
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().unwrap()
 }
 
 impl Drop for Service {
@@ -138,4 +184,51 @@ pub fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A tmpfs of a given size mounted on a temporary directory (needs root,
+/// which CI has); unmounted when dropped.
+pub struct SmallDisk {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None`, with the reason printed, where mounting is not allowed.
+    pub fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!("skipping: cannot mount a tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk with `name` until writing fails; answers the bytes written.
+    pub fn fill(&self, name: &str) -> u64 {
+        let mut file = std::fs::File::create(self.path().join(name)).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let mut written = 0;
+        while let Ok(n) = file.write(&chunk) {
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+        }
+        written
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
 }

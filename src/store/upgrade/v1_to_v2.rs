@@ -30,10 +30,10 @@ mod tests {
         let path = dir.path().join(FILE);
         v1_file(&path);
         assert!(matches!(Store::open(&path), Err(StoreError::OlderSchema { found: 1, .. })));
-        assert_eq!(Store::migrate(&path).unwrap(), vec![2]);
+        assert_eq!(Store::migrate(&path).unwrap(), vec![2, 3]);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), Some(2));
-        assert_eq!(store.alerts(&AlertQuery::default()).unwrap(), vec![test_alert(42, "old")]);
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        assert_eq!(store.alerts(&Query::default()).unwrap(), vec![test_alert(42, "old")]);
         let txn = store.db.begin_read().unwrap();
         assert!(txn.open_table(CAMERA_STATUS).is_ok() && txn.open_table(HEALTH_EVENTS).is_ok());
         drop(txn);

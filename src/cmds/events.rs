@@ -1,0 +1,67 @@
+//! `smart-cctv events list`: one line per tracked object (its track's
+//! summary), from the store file or, while the service runs, its API.
+
+use super::Cli;
+use super::alerts::local_time;
+use super::service_api::{Source, call, query_string};
+use crate::store::{EventRecord, Query};
+use clap::Subcommand;
+use std::time::Duration;
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// List tracked objects, oldest first
+    List {
+        /// How far back: 7d, 12h, 30m
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        camera: Option<String>,
+        #[arg(long)]
+        class: Option<String>,
+        /// At most this many (the newest)
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cli: &Cli, command: &EventsCommand) -> anyhow::Result<i32> {
+    let EventsCommand::List { since, camera, class, limit, json } = command;
+    let config = crate::config::load(cli.config_path().as_deref())?.config;
+    let data_dir = cli.data_dir.clone().unwrap_or(config.storage.data_dir.clone());
+    let ago =
+        since.as_deref().map(crate::base::duration::parse).transpose().map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let query = Query { camera: camera.clone(), class: class.clone(), limit: *limit, ..Query::default() }.since(ago);
+    let events: Vec<EventRecord> = match Source::open(&data_dir, &config.http.listen)? {
+        Source::File(store) => store.events(&query)?,
+        Source::Service(listen) => call(
+            &listen,
+            "GET",
+            &format!("/api/events?{}", query_string(since.as_deref(), &query)),
+            Duration::from_secs(15),
+        )?,
+    };
+    for e in &events {
+        if *json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            let seconds = (e.last_seen_us - e.first_seen_us) as f64 / 1e6;
+            println!(
+                "{}  {:<12} {:<10} track {:<6} {:>7.1}s  best {:.2}",
+                local_time(e.first_seen_us),
+                e.camera,
+                e.class,
+                e.track_id,
+                seconds,
+                e.best_confidence
+            );
+        }
+    }
+    if !json {
+        println!("{} event(s)", events.len());
+    }
+    Ok(0)
+}

@@ -1,0 +1,78 @@
+//! How CLI commands reach the data: the event store file when the service is
+//! stopped, its loopback HTTP API when it runs (it then owns the file). The
+//! file is never opened by two processes.
+
+use crate::store::{Query, Store, StoreError};
+use anyhow::Context;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+/// Where records come from.
+pub enum Source {
+    /// The service is stopped: the file, opened by this process.
+    File(Store),
+    /// The service runs and answers on this address.
+    Service(String),
+}
+
+impl Source {
+    /// The service when it answers on `listen` (so this process never takes
+    /// the file's lock from under a starting service), else the file; a
+    /// file locked by a service that does not answer yet is the service.
+    pub fn open(data_dir: &Path, listen: &str) -> anyhow::Result<Self> {
+        let answers = listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok());
+        if answers {
+            return Ok(Source::Service(listen.to_owned()));
+        }
+        match Store::open(&data_dir.join(crate::store::FILE)) {
+            Ok(store) => Ok(Source::File(store)),
+            Err(StoreError::InUse { .. }) => Ok(Source::Service(listen.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `query` as URL parameters, with `since` as the user wrote it.
+pub fn query_string(since: Option<&str>, q: &Query) -> String {
+    let mut params = Vec::new();
+    for (k, v) in [
+        ("since", since.map(str::to_owned)),
+        ("camera", q.camera.clone()),
+        ("rule", q.rule.clone()),
+        ("class", q.class.clone()),
+        ("limit", q.limit.map(|l| l.to_string())),
+    ] {
+        if let Some(v) = v {
+            params.push(format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()));
+        }
+    }
+    params.join("&")
+}
+
+/// One request to the running service; answers the JSON body of a 200, and
+/// the service's own error otherwise.
+pub fn call<T: serde::de::DeserializeOwned>(
+    listen: &str,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<T> {
+    let mut stream = std::net::TcpStream::connect(listen)
+        .with_context(|| format!("the event store is in use, but the service does not answer on {listen}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("bad response from the service")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        let error = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| head.lines().next().unwrap_or("").to_owned());
+        anyhow::bail!("the service answered {path}: {error}");
+    }
+    serde_json::from_str(body).with_context(|| format!("the service's answer to {path}"))
+}

@@ -1,0 +1,157 @@
+//! The resource actor: what `top -p $(pgrep …)` showed, as metrics.
+//!
+//! Parent: the root supervisor. Every `health.interval` it samples this
+//! process's CPU %, resident memory, threads and open file descriptors into
+//! metrics and the health board (`process`), and warns once each time a
+//! limit from `health.max_*` is crossed (and says when it is back under).
+
+use crate::config::{Config, HealthConfig};
+use crate::health::HealthBoard;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use tokio::sync::watch;
+
+pub struct ResourceActor;
+
+pub struct ResourceArgs {
+    pub board: HealthBoard,
+    pub config: watch::Receiver<Arc<Config>>,
+}
+
+pub struct ResourceState {
+    args: ResourceArgs,
+    system: System,
+    pid: Pid,
+    last_sample: Option<Instant>,
+    /// Limits currently exceeded, so each crossing is logged once.
+    over: BTreeSet<&'static str>,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+pub enum ResourceMsg {
+    Tick,
+}
+
+/// One sample of this process.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sample {
+    /// Of one core: 200 means two cores busy.
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub threads: u64,
+    pub open_files: u64,
+}
+
+impl Sample {
+    /// The limits of `h` this sample is over, with the value and the limit.
+    pub fn over(&self, h: &HealthConfig) -> Vec<(&'static str, f64, f64)> {
+        let mut over = Vec::new();
+        let rss_mb = self.rss_bytes as f64 / (1024.0 * 1024.0);
+        for (name, value, limit) in [
+            ("max_rss_mb", rss_mb, h.max_rss_mb.map(|v| v as f64)),
+            ("max_cpu_percent", self.cpu_percent, h.max_cpu_percent),
+            ("max_open_files", self.open_files as f64, h.max_open_files.map(|v| v as f64)),
+        ] {
+            if let Some(limit) = limit
+                && value > limit
+            {
+                over.push((name, value, limit));
+            }
+        }
+        over
+    }
+}
+
+const TICK: Duration = Duration::from_secs(1);
+
+impl Actor for ResourceActor {
+    type Msg = ResourceMsg;
+    type State = ResourceState;
+    type Arguments = ResourceArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ResourceMsg>,
+        args: ResourceArgs,
+    ) -> Result<ResourceState, ActorProcessingErr> {
+        let timer = myself.send_interval(TICK, || ResourceMsg::Tick);
+        Ok(ResourceState {
+            args,
+            system: System::new(),
+            pid: Pid::from_u32(std::process::id()),
+            last_sample: None,
+            over: BTreeSet::new(),
+            timer,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<ResourceMsg>,
+        _: ResourceMsg,
+        state: &mut ResourceState,
+    ) -> Result<(), ActorProcessingErr> {
+        let config = state.args.config.borrow().clone();
+        if state.last_sample.is_some_and(|t| t.elapsed() < config.health.interval) {
+            return Ok(());
+        }
+        state.last_sample = Some(Instant::now());
+        let Some(sample) = sample(state) else {
+            return Err("cannot read this process's own statistics".into());
+        };
+        metrics::gauge!("smart_cctv_process_cpu_percent").set(sample.cpu_percent);
+        metrics::gauge!("smart_cctv_process_resident_bytes").set(sample.rss_bytes as f64);
+        metrics::gauge!("smart_cctv_process_threads").set(sample.threads as f64);
+        metrics::gauge!("smart_cctv_process_open_fds").set(sample.open_files as f64);
+        if let Ok(detail) = serde_json::to_value(sample) {
+            state.args.board.set_detail("process", detail);
+        }
+        let over = sample.over(&config.health);
+        let now_over: BTreeSet<&'static str> = over.iter().map(|(name, _, _)| *name).collect();
+        for (name, value, limit) in &over {
+            if !state.over.contains(name) {
+                metrics::counter!("smart_cctv_resource_limit_exceeded_total", "limit" => *name).increment(1);
+                tracing::warn!("resources: health.{name} exceeded: {value:.1} > {limit}");
+            }
+        }
+        for name in state.over.difference(&now_over) {
+            tracing::info!("resources: back under health.{name}");
+        }
+        state.over = now_over;
+        Ok(())
+    }
+
+    async fn post_stop(&self, _: ActorRef<ResourceMsg>, state: &mut ResourceState) -> Result<(), ActorProcessingErr> {
+        state.timer.abort();
+        Ok(())
+    }
+}
+
+fn sample(state: &mut ResourceState) -> Option<Sample> {
+    let kind = ProcessRefreshKind::nothing().with_cpu().with_memory().with_tasks();
+    state.system.refresh_processes_specifics(ProcessesToUpdate::Some(&[state.pid]), true, kind);
+    let process = state.system.process(state.pid)?;
+    // The tasks of a process are its threads; the main thread is one of them.
+    let threads = process.tasks().map_or(1, |t| t.len().max(1)) as u64;
+    let open_files = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as u64;
+    Some(Sample { cpu_percent: f64::from(process.cpu_usage()), rss_bytes: process.memory(), threads, open_files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_crossed_only_above_them() {
+        let sample = Sample { cpu_percent: 150.0, rss_bytes: 300 * 1024 * 1024, threads: 12, open_files: 40 };
+        let none = HealthConfig::default();
+        assert!(sample.over(&none).is_empty());
+        let h = HealthConfig { max_rss_mb: Some(256), max_cpu_percent: Some(150.0), max_open_files: Some(39), ..none };
+        let names: Vec<&str> = sample.over(&h).iter().map(|(n, _, _)| *n).collect();
+        assert_eq!(names, ["max_rss_mb", "max_open_files"]);
+    }
+}
