@@ -81,6 +81,9 @@ pub fn render(status: &Value) -> String {
                 .as_f64()
                 .map(|ms| format!("  {} commits, last {ms:.1} ms", store["commits"].as_u64().unwrap_or(0)))
                 .unwrap_or_default(),
+            "detector" => details
+                .get("inference")
+                .map_or(String::new(), |i| format!("  queue {}", i["queue_depth"].as_u64().unwrap_or(0))),
             "disk" => details.get("disk").map_or(String::new(), |d| {
                 let free = d["available_bytes"].as_f64().unwrap_or(0.0) / 1e9;
                 format!("  {:.1}% used, {free:.1} GB free", d["used_percent"].as_f64().unwrap_or(0.0))

@@ -118,6 +118,8 @@ impl Actor for HealthActor {
                 if due {
                     state.last_disk_check = Some(Instant::now());
                     check_disk(state, &config);
+                    let depth = crate::pipeline::queue::FrameQueue::current_depth();
+                    state.args.board.set_detail("inference", serde_json::json!({ "queue_depth": depth }));
                 }
                 record_transitions(state, &config);
             }

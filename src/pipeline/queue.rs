@@ -7,6 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// The depth last set by any queue (the service runs one).
+static QUEUE_DEPTH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 pub struct FrameQueue {
     capacity: usize,
     inner: Mutex<Inner>,
@@ -44,6 +47,7 @@ impl FrameQueue {
             inner.depth += 1;
         }
         metrics::gauge!("smart_cctv_inference_queue_depth").set(inner.depth as f64);
+        QUEUE_DEPTH.store(inner.depth, std::sync::atomic::Ordering::Relaxed);
         drop(inner);
         self.ready.notify_one();
     }
@@ -59,6 +63,7 @@ impl FrameQueue {
                 inner.last = Some(name.clone());
                 inner.depth -= 1;
                 metrics::gauge!("smart_cctv_inference_queue_depth").set(inner.depth as f64);
+                QUEUE_DEPTH.store(inner.depth, std::sync::atomic::Ordering::Relaxed);
                 return Some(frame);
             }
         }
@@ -77,6 +82,11 @@ impl FrameQueue {
                 return None;
             }
         }
+    }
+
+    /// Frames waiting in the running service's queue, for the health actor.
+    pub fn current_depth() -> usize {
+        QUEUE_DEPTH.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn depth(&self) -> usize {

@@ -129,6 +129,14 @@ fn broken_configs_name_the_key_path() {
         ("listen address that does not parse", cam("http:\n  listen: localhost-ish\n"), "http.listen"),
         ("non-loopback listen without opting in", cam("http:\n  listen: 0.0.0.0:9810\n"), "http.listen"),
         ("YAML syntax error", format!("{}  - [unclosed\n", base()), "(syntax)"),
+        (
+            "disk warning above the critical level",
+            cam("health:\n  disk_warn_percent: 95\n  disk_critical_percent: 90\n"),
+            "health.disk_warn_percent",
+        ),
+        ("disk threshold over 100%", cam("health:\n  disk_critical_percent: 120\n"), "health.disk_critical_percent"),
+        ("retention deleting nothing per batch", cam("retention:\n  delete_batch: 0\n"), "retention.delete_batch"),
+        ("unknown health key", cam("health:\n  disk_full_percent: 95\n"), "health.disk_full_percent"),
     ];
     assert!(cases.len() >= 15);
     let mut failures = Vec::new();
