@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod bench;
+pub mod bench_pipeline;
 pub mod calibrate;
 pub mod cameras;
 pub mod config;
@@ -62,10 +63,13 @@ pub enum Command {
         #[command(subcommand)]
         command: ops::OpsCommand,
     },
-    /// Benchmarks
+    /// Benchmarks: the whole pipeline over N cameras (`bench --cameras N --seconds S`), or `bench detector`
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        command: bench::BenchCommand,
+        command: Option<bench::BenchCommand>,
+        #[command(flatten)]
+        pipeline: bench_pipeline::PipelineBench,
     },
     /// Fit a camera's image-to-ground calibration from measured points
     Calibrate(calibrate::CalibrateArgs),
@@ -114,7 +118,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Config { command } => config::run(&cli, command),
         Command::Detect(args) => detect::run(&cli, args),
         Command::Cameras { command } => cameras::run(&cli, command),
-        Command::Bench { command } => bench::run(&cli, command),
+        Command::Bench { command: Some(command), .. } => bench::run(&cli, command),
+        Command::Bench { command: None, pipeline } => bench_pipeline::run(&cli, pipeline),
         Command::Alerts { command } => alerts::run(&cli, command),
         Command::Events { command } => events::run(&cli, command),
         Command::Status(args) => status::run(&cli, args),
