@@ -40,6 +40,13 @@ pub struct DetectorBench {
     /// Image to run on [default: the first frame of the demo clip]
     #[arg(long)]
     pub image: Option<PathBuf>,
+    /// Also print where the time goes, layer by layer (timed separately,
+    /// after the timed iterations, so it does not slow them)
+    #[arg(long)]
+    pub profile: bool,
+    /// Use candle's conv2d and silu (the reference path) instead of the fused fast path
+    #[arg(long)]
+    pub reference: bool,
 }
 
 pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
@@ -50,6 +57,7 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
     // SAFETY: no other thread exists yet that could read the environment.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
 
+    crate::detect::fastconv::set_enabled(!args.reference);
     let config = crate::config::load(cli.config_path().as_deref())?.config;
     let store = ModelStore::open(&ModelStore::default_dir())?;
     let weights = store.resolve(args.model.as_deref().unwrap_or(&config.processing.detection.model))?;
@@ -75,12 +83,13 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (median, p90) = (pick(0.5), pick(0.9));
     println!(
-        "yolov8{} {}x{} batch {} on {} thread(s): {} iterations after {} warm-up",
+        "yolov8{} {}x{} batch {} on {} thread(s), {} path: {} iterations after {} warm-up",
         detector.variant,
         args.size,
         args.size,
         args.batch,
         threads,
+        if args.reference { "reference" } else { "fast" },
         times.len(),
         args.warmup
     );
@@ -88,8 +97,55 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
         println!("  per frame: median {:.1} ms", median / args.batch as f64);
     }
     println!("  min {:.1} ms  median {median:.1} ms  p90 {p90:.1} ms  max {:.1} ms", times[0], times[times.len() - 1]);
+    if args.profile {
+        print_profile(&detector, &input, args.iterations.max(1))?;
+    }
     println!("median_ms={median:.1} p90_ms={p90:.1} size={} threads={threads}", args.size);
     Ok(0)
+}
+
+/// Runs `iterations` more forward passes with per-layer timing and prints the
+/// layers by total time, then the same grouped by kind.
+fn print_profile(detector: &Detector, input: &candle_core::Tensor, iterations: usize) -> anyhow::Result<()> {
+    use crate::detect::profile;
+    profile::enable(true);
+    let started = Instant::now();
+    for _ in 0..iterations {
+        detector.forward(input)?;
+    }
+    let total = started.elapsed().as_secs_f64() * 1000.0 / iterations as f64;
+    profile::enable(false);
+    let mut layers: Vec<(String, u64, f64)> = profile::take()
+        .into_iter()
+        .map(|(label, (calls, time))| {
+            (label, calls / iterations as u64, time.as_secs_f64() * 1000.0 / iterations as f64)
+        })
+        .collect();
+    layers.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("profile: {total:.1} ms per forward pass");
+    println!("  {:>8} {:>6} {:>6}  layer", "ms", "%", "calls");
+    for (label, calls, ms) in &layers {
+        println!("  {ms:>8.2} {:>5.1}% {calls:>6}  {label}", ms * 100.0 / total);
+    }
+    let mut kinds: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    for (label, _, ms) in &layers {
+        let kind = match label.as_str() {
+            l if l.starts_with("fused conv") => "fused conv + bias + silu (fast path)",
+            l if l.starts_with("conv 1x1") => "conv 1x1",
+            l if l.starts_with("conv 3x3") && l.contains(" s2 ") => "conv 3x3 stride 2",
+            l if l.starts_with("conv 3x3") => "conv 3x3 stride 1",
+            "silu" => "silu",
+            _ => "other conv",
+        };
+        *kinds.entry(kind).or_default() += ms;
+    }
+    let timed: f64 = kinds.values().sum();
+    kinds.insert("everything else (concat, split, pooling, upsampling, head, DFL)", total - timed);
+    println!("  by kind:");
+    for (kind, ms) in kinds {
+        println!("  {ms:>8.2} {:>5.1}%  {kind}", ms * 100.0 / total);
+    }
+    Ok(())
 }
 
 /// The first frame of the demo clip, decoded by the camera path.

@@ -91,9 +91,8 @@ pub fn run(cli: &Cli, args: &PipelineBench) -> anyhow::Result<i32> {
 fn run_once(args: &PipelineBench, clip: &Path, weights: &Path, motion: bool) -> anyhow::Result<RunResult> {
     let dir = tempfile::tempdir()?;
     let listen = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
-    let cameras: String = (0..args.cameras)
-        .map(|i| format!("  - id: cam{i}\n    url: \"file://{}\"\n", clip.display()))
-        .collect();
+    let cameras: String =
+        (0..args.cameras).map(|i| format!("  - id: cam{i}\n    url: \"file://{}\"\n", clip.display())).collect();
     let config = format!(
         "cameras:\n{cameras}processing:\n  detection:\n    model: \"{}\"\n    size: {}\n  motion:\n    enabled: {motion}\n\
          monitoring:\n  log_level: warn\nhttp:\n  listen: \"{listen}\"\n",
@@ -131,7 +130,8 @@ fn measure(args: &PipelineBench, listen: &str, child: &mut Child) -> anyhow::Res
             let decoded = sum(&parse(&text), "smart_cctv_camera_frames_decoded_total", &[]);
             let streaming = (0..args.cameras)
                 .all(|i| value(&parse(&text), "smart_cctv_camera_up", &[("camera", &format!("cam{i}"))]) == Some(1.0));
-            if streaming && decoded > 0.0 && http_get(listen, "/healthz").is_ok_and(|b| b.contains("\"healthy\":true")) {
+            if streaming && decoded > 0.0 && http_get(listen, "/healthz").is_ok_and(|b| b.contains("\"healthy\":true"))
+            {
                 break;
             }
         }
@@ -148,7 +148,11 @@ fn measure(args: &PipelineBench, listen: &str, child: &mut Child) -> anyhow::Res
     let quantile = |q: &str| {
         let values: Vec<f64> = (0..args.cameras)
             .filter_map(|i| {
-                value(&after, "smart_cctv_detection_latency_seconds", &[("camera", &format!("cam{i}")), ("quantile", q)])
+                value(
+                    &after,
+                    "smart_cctv_detection_latency_seconds",
+                    &[("camera", &format!("cam{i}")), ("quantile", q)],
+                )
             })
             .collect();
         // The worst camera's: what a user of that camera sees.
@@ -211,7 +215,8 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     // Fields after the command name (which may hold spaces) start at field 3.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("unexpected /proc stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).context("unexpected /proc stat")?.iter().filter_map(|f| f.parse::<f64>().ok()).sum();
+    let ticks: f64 =
+        fields.get(11..13).context("unexpected /proc stat")?.iter().filter_map(|f| f.parse::<f64>().ok()).sum();
     // SAFETY: sysconf only reads a system constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok(ticks / per_second)
@@ -237,7 +242,10 @@ mod tests {
                     smart_cctv_camera_frames_dropped_total{camera=\"cam1\",reason=\"b\"} 3\n";
         let s = parse(text);
         assert_eq!(value(&s, "smart_cctv_up", &[]), Some(1.0));
-        assert_eq!(value(&s, "smart_cctv_detection_latency_seconds", &[("camera", "cam0"), ("quantile", "0.5")]), Some(0.25));
+        assert_eq!(
+            value(&s, "smart_cctv_detection_latency_seconds", &[("camera", "cam0"), ("quantile", "0.5")]),
+            Some(0.25)
+        );
         assert_eq!(sum(&s, "smart_cctv_camera_frames_dropped_total", &[]), 5.0);
         assert_eq!(sum(&s, "smart_cctv_camera_frames_dropped_total", &[("camera", "cam1")]), 3.0);
         assert!(cpu_seconds(std::process::id()).unwrap() >= 0.0);

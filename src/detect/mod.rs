@@ -6,9 +6,11 @@
 //! - `detector.rs`: the three put together behind `Detector::detect`.
 
 pub mod detector;
+pub use smart_cctv_fastconv as fastconv;
 pub mod model;
 pub mod postprocess;
 pub mod preprocess;
+pub mod profile;
 pub mod weights;
 
 pub use detector::{Detector, DetectorOptions, device_from_config};

@@ -51,6 +51,8 @@ impl Multiples {
 #[derive(Debug, Clone)]
 pub struct ConvBlock {
     conv: Conv2d,
+    /// The fused CPU path; `None` on other devices.
+    fast: Option<super::fastconv::FusedConv>,
 }
 
 impl ConvBlock {
@@ -60,7 +62,11 @@ impl ConvBlock {
         // Ultralytics uses eps 1e-3 for its BatchNorm2d.
         let bn: BatchNorm = batch_norm(c_out, 1e-3, vb.pp("bn"))?;
         let (weight, bias) = bn_folded(&conv, &bn)?;
-        Ok(Self { conv: Conv2d::new(weight, Some(bias), cfg) })
+        let fast = match vb.device() {
+            candle_core::Device::Cpu => Some(super::fastconv::FusedConv::new(&weight, &bias, stride, k / 2)?),
+            _ => None,
+        };
+        Ok(Self { conv: Conv2d::new(weight, Some(bias), cfg), fast })
     }
 
     pub fn conv(&self) -> &Conv2d {
@@ -79,9 +85,45 @@ fn bn_folded(conv: &Conv2d, bn: &BatchNorm) -> Result<(Tensor, Tensor)> {
     Ok((weight, bias))
 }
 
+/// When on, every convolution runs both paths, records how far the fast one
+/// is from the reference, and passes the reference output on (so each layer
+/// is compared on the same input). For tests and `bench detector --check`.
+static LAYER_CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static LAYER_DIFFS: std::sync::Mutex<Vec<(String, f32)>> = std::sync::Mutex::new(Vec::new());
+
+/// Turns the layer-by-layer comparison on or off; answers what was recorded
+/// since the last call: (layer, max |fast − reference|) in call order.
+pub fn layer_check(on: bool) -> Vec<(String, f32)> {
+    LAYER_CHECK.store(on, std::sync::atomic::Ordering::Relaxed);
+    std::mem::take(&mut *LAYER_DIFFS.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+impl ConvBlock {
+    fn label(&self, xs: &Tensor) -> String {
+        let (_, c_in, h, w) = xs.dims4().unwrap_or_default();
+        let (c_out, _, k, _) = self.conv.weight().dims4().unwrap_or_default();
+        format!("conv {k}x{k} s{} {c_in:>3}->{c_out:<3} @{h}x{w}", self.conv.config().stride)
+    }
+
+    fn reference(&self, xs: &Tensor) -> Result<Tensor> {
+        use super::profile::time;
+        let conv = time(|| self.label(xs), || self.conv.forward(xs))?;
+        time(|| "silu".into(), || candle_nn::ops::silu(&conv))
+    }
+}
+
 impl Module for ConvBlock {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::silu(&self.conv.forward(xs)?)
+        let Some(fast) = self.fast.as_ref().filter(|_| super::fastconv::enabled()) else {
+            return self.reference(xs);
+        };
+        if LAYER_CHECK.load(std::sync::atomic::Ordering::Relaxed) {
+            let (want, got) = (self.reference(xs)?, fast.forward(xs)?);
+            let diff = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            LAYER_DIFFS.lock().unwrap_or_else(|p| p.into_inner()).push((self.label(xs), diff));
+            return Ok(want);
+        }
+        super::profile::time(|| format!("fused {}", self.label(xs)), || fast.forward(xs))
     }
 }
 

@@ -89,6 +89,27 @@ fn detections_match_the_reference() {
 }
 
 #[test]
+fn the_fast_path_agrees_with_the_reference_on_every_layer_of_the_real_model() {
+    let fixtures = fixtures_or_skip!();
+    let detector = detector(&fixtures);
+    let input = image::open(fixtures.join("reference/bus_square640_input.png")).unwrap().to_rgb8();
+    let (w, h) = (input.width() as usize, input.height() as usize);
+    let tensor = rgb_to_tensor(input.as_raw(), w, h, &candle_core::Device::Cpu).unwrap();
+    smart_cctv::detect::model::layer_check(true);
+    detector.forward(&tensor).unwrap();
+    let diffs = smart_cctv::detect::model::layer_check(false);
+    // YOLOv8n has 57 convolutions with batch norm and SiLU (the head's last
+    // three 1x1 convolutions of each branch have neither); other tests
+    // running meanwhile may add theirs, which are compared just the same.
+    assert!(diffs.len() >= 57, "{} layers compared", diffs.len());
+    for (layer, diff) in &diffs {
+        assert!(*diff <= 1e-4, "{layer}: max |fast - reference| = {diff}");
+    }
+    let worst = diffs.iter().map(|d| d.1).fold(0.0, f32::max);
+    eprintln!("{} layers, worst max |fast - reference| = {worst:e}", diffs.len());
+}
+
+#[test]
 fn raw_network_output_matches_the_reference() {
     let fixtures = fixtures_or_skip!();
     let detector = detector(&fixtures);
