@@ -109,12 +109,14 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
 fn print_profile(detector: &Detector, input: &candle_core::Tensor, iterations: usize) -> anyhow::Result<()> {
     use crate::detect::profile;
     profile::enable(true);
+    crate::detect::fastconv::take_stage_times();
     let started = Instant::now();
     for _ in 0..iterations {
         detector.forward(input)?;
     }
     let total = started.elapsed().as_secs_f64() * 1000.0 / iterations as f64;
     profile::enable(false);
+    let stages = crate::detect::fastconv::take_stage_times().map(|d| d.as_secs_f64() * 1000.0 / iterations as f64);
     let mut layers: Vec<(String, u64, f64)> = profile::take()
         .into_iter()
         .map(|(label, (calls, time))| {
@@ -128,22 +130,28 @@ fn print_profile(detector: &Detector, input: &candle_core::Tensor, iterations: u
         println!("  {ms:>8.2} {:>5.1}% {calls:>6}  {label}", ms * 100.0 / total);
     }
     let mut kinds: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+    // (Per-layer labels are kinds of their own unless grouped here.)
     for (label, _, ms) in &layers {
         let kind = match label.as_str() {
             l if l.starts_with("fused conv") => "fused conv + bias + silu (fast path)",
             l if l.starts_with("conv 1x1") => "conv 1x1",
             l if l.starts_with("conv 3x3") && l.contains(" s2 ") => "conv 3x3 stride 2",
             l if l.starts_with("conv 3x3") => "conv 3x3 stride 1",
-            "silu" => "silu",
-            _ => "other conv",
+            other => other,
         };
         *kinds.entry(kind).or_default() += ms;
     }
     let timed: f64 = kinds.values().sum();
-    kinds.insert("everything else (concat, split, pooling, upsampling, head, DFL)", total - timed);
+    kinds.insert("everything else (C2f split, tensor plumbing)", total - timed);
     println!("  by kind:");
     for (kind, ms) in kinds {
         println!("  {ms:>8.2} {:>5.1}%  {kind}", ms * 100.0 / total);
+    }
+    if stages.iter().any(|ms| *ms > 0.0) {
+        println!("  inside the fused convolutions:");
+        for (stage, ms) in ["unfold (im2col)", "GEMM (bias as its start value)", "SiLU pass"].iter().zip(stages) {
+            println!("  {ms:>8.2} {:>5.1}%  {stage}", ms * 100.0 / total);
+        }
     }
     Ok(())
 }

@@ -180,7 +180,8 @@ impl Module for C2f {
             let next = b.forward(ys.last().ok_or_else(|| candle_core::Error::Msg("empty C2f".into()))?)?;
             ys.push(next);
         }
-        self.cv2.forward(&Tensor::cat(&ys, 1)?)
+        let joined = super::profile::time(|| "C2f concat".into(), || Tensor::cat(&ys, 1))?;
+        self.cv2.forward(&joined)
     }
 }
 
@@ -211,9 +212,14 @@ impl Module for Sppf {
             t.pad_with_same(2, pad, pad)?.pad_with_same(3, pad, pad)?.max_pool2d_with_stride(self.k, 1)
         };
         let x1 = self.cv1.forward(xs)?;
-        let x2 = pool(&x1)?;
-        let x3 = pool(&x2)?;
-        let x4 = pool(&x3)?;
+        let (x2, x3, x4) = super::profile::time(
+            || "SPPF pools and concat".into(),
+            || -> Result<_> {
+                let x2 = pool(&x1)?;
+                let x3 = pool(&x2)?;
+                Ok((x2.clone(), x3.clone(), pool(&x3)?))
+            },
+        )?;
         self.cv2.forward(&Tensor::cat(&[&x1, &x2, &x3, &x4], 1)?)
     }
 }
@@ -289,14 +295,16 @@ impl Neck {
     }
 
     fn forward(&self, p3: &Tensor, p4: &Tensor, p5: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        use super::profile::time;
         let up = |t: &Tensor| -> Result<Tensor> {
             let (_, _, h, w) = t.dims4()?;
-            t.upsample_nearest2d(2 * h, 2 * w)
+            time(|| "neck upsample".into(), || t.upsample_nearest2d(2 * h, 2 * w))
         };
-        let x = self.n1.forward(&Tensor::cat(&[&up(p5)?, p4], 1)?)?;
-        let h1 = self.n2.forward(&Tensor::cat(&[&up(&x)?, p3], 1)?)?;
-        let h2 = self.n4.forward(&Tensor::cat(&[&self.n3.forward(&h1)?, &x], 1)?)?;
-        let h3 = self.n6.forward(&Tensor::cat(&[&self.n5.forward(&h2)?, p5], 1)?)?;
+        let cat = |a: &Tensor, b: &Tensor| time(|| "neck concat".into(), || Tensor::cat(&[a, b], 1));
+        let x = self.n1.forward(&cat(&up(p5)?, p4)?)?;
+        let h1 = self.n2.forward(&cat(&up(&x)?, p3)?)?;
+        let h2 = self.n4.forward(&cat(&self.n3.forward(&h1)?, &x)?)?;
+        let h3 = self.n6.forward(&cat(&self.n5.forward(&h2)?, p5)?)?;
         Ok((h1, h2, h3))
     }
 }
@@ -305,13 +313,20 @@ impl Neck {
 #[derive(Debug, Clone)]
 struct Dfl {
     conv: Conv2d,
+    /// The bin weights, for the fast decoding on the CPU.
+    fast_weights: Option<Vec<f32>>,
 }
 
 const DFL_BINS: usize = 16;
 
 impl Dfl {
     fn load(vb: VarBuilder) -> Result<Self> {
-        Ok(Self { conv: conv2d_no_bias(DFL_BINS, 1, 1, Default::default(), vb.pp("conv"))? })
+        let conv = conv2d_no_bias(DFL_BINS, 1, 1, Default::default(), vb.pp("conv"))?;
+        let fast_weights = match vb.device() {
+            candle_core::Device::Cpu => Some(conv.weight().flatten_all()?.to_vec1::<f32>()?),
+            _ => None,
+        };
+        Ok(Self { conv, fast_weights })
     }
 }
 
@@ -330,21 +345,35 @@ struct Branch {
     c1: ConvBlock,
     c2: ConvBlock,
     out: Conv2d,
+    /// The fused CPU path for `out` (no SiLU); `None` on other devices.
+    out_fast: Option<super::fastconv::FusedConv>,
 }
 
 impl Branch {
     fn load(vb: VarBuilder, c_in: usize, hidden: usize, c_out: usize) -> Result<Self> {
+        let out = conv2d(hidden, c_out, 1, Default::default(), vb.pp("2"))?;
+        let out_fast = match (vb.device(), out.bias()) {
+            (candle_core::Device::Cpu, Some(bias)) => {
+                Some(super::fastconv::FusedConv::new(out.weight(), bias, 1, 0)?.without_silu())
+            }
+            _ => None,
+        };
         Ok(Self {
             c1: ConvBlock::load(vb.pp("0"), c_in, hidden, 3, 1)?,
             c2: ConvBlock::load(vb.pp("1"), hidden, hidden, 3, 1)?,
-            out: conv2d(hidden, c_out, 1, Default::default(), vb.pp("2"))?,
+            out,
+            out_fast,
         })
     }
 }
 
 impl Module for Branch {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.out.forward(&self.c2.forward(&self.c1.forward(xs)?)?)
+        let hidden = self.c2.forward(&self.c1.forward(xs)?)?;
+        match self.out_fast.as_ref().filter(|_| super::fastconv::enabled()) {
+            Some(fast) => super::profile::time(|| "fused head conv 1x1".into(), || fast.forward(&hidden)),
+            None => super::profile::time(|| "head conv 1x1".into(), || self.out.forward(&hidden)),
+        }
     }
 }
 
@@ -386,9 +415,19 @@ impl Head {
             anchors.push(points);
             strides.push(stride);
         }
-        let all = Tensor::cat(&flat, 2)?;
-        let anchors = Tensor::cat(&anchors, 1)?.unsqueeze(0)?; // [1, 2, N]
-        let strides = Tensor::cat(&strides, 1)?.unsqueeze(0)?; // [1, 1, N]
+        super::profile::time(
+            || "head decode (DFL, boxes, sigmoid)".into(),
+            || match self.dfl.fast_weights.as_ref().filter(|_| super::fastconv::enabled()) {
+                Some(weights) => decode_fast(&flat, &anchors, &STRIDES, weights),
+                None => self.decode(&flat, &anchors, &strides),
+            },
+        )
+    }
+
+    fn decode(&self, flat: &[Tensor], anchors: &[Tensor], strides: &[Tensor]) -> Result<Tensor> {
+        let all = Tensor::cat(flat, 2)?;
+        let anchors = Tensor::cat(anchors, 1)?.unsqueeze(0)?; // [1, 2, N]
+        let strides = Tensor::cat(strides, 1)?.unsqueeze(0)?; // [1, 1, N]
         let distances = self.dfl.forward(&all.narrow(1, 0, 4 * DFL_BINS)?)?; // [b, 4, N]
         let lt = distances.narrow(1, 0, 2)?;
         let rb = distances.narrow(1, 2, 2)?;
@@ -400,6 +439,25 @@ impl Head {
         let scores = candle_nn::ops::sigmoid(&all.narrow(1, 4 * DFL_BINS, self.classes)?)?;
         Tensor::cat(&[boxes, scores], 1)
     }
+}
+
+/// The head's decoding in one pass per image and scale (the fast path).
+fn decode_fast(flat: &[Tensor], anchors: &[Tensor], strides: &[usize], dfl: &[f32]) -> Result<Tensor> {
+    let (b, rows, _) = flat[0].dims3()?;
+    let total: usize = flat.iter().map(|f| f.dim(2)).sum::<Result<usize>>()?;
+    let per_image = (rows - 4 * DFL_BINS + 4) * total;
+    let mut out = vec![0f32; b * per_image];
+    let mut column = 0;
+    for ((scale, xy), stride) in flat.iter().zip(anchors).zip(strides) {
+        let n = scale.dim(2)?;
+        let raw = scale.flatten_all()?.to_vec1::<f32>()?;
+        let xy = xy.flatten_all()?.to_vec1::<f32>()?;
+        for (image, out) in raw.chunks_exact(rows * n).zip(out.chunks_exact_mut(per_image)) {
+            super::fastconv::decode_head(image, n, DFL_BINS, dfl, &xy, *stride as f32, out, total, column);
+        }
+        column += n;
+    }
+    Tensor::from_vec(out, (b, rows - 4 * DFL_BINS + 4, total), flat[0].device())
 }
 
 /// Anchor centres `[2, h*w]` (x then y, in grid cells) and strides `[1, h*w]`.

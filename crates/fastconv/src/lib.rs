@@ -20,6 +20,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
+/// Nanoseconds spent unfolding, in the GEMM and in the bias/SiLU pass, since
+/// the last [`take_stage_times`]; three clock reads per convolution.
+static STAGE_NANOS: [std::sync::atomic::AtomicU64; 3] =
+    [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+
+/// (unfold, GEMM, bias + SiLU) time since the last call.
+pub fn take_stage_times() -> [std::time::Duration; 3] {
+    STAGE_NANOS.each_ref().map(|n| std::time::Duration::from_nanos(n.swap(0, Ordering::Relaxed)))
+}
+
+fn add_stage(stage: usize, since: std::time::Instant) {
+    STAGE_NANOS[stage].fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
 /// Switches between the fast path (default) and candle's reference path, for
 /// tests and benchmarks that compare the two.
 pub fn set_enabled(on: bool) {
@@ -41,9 +55,16 @@ pub struct FusedConv {
     k: usize,
     stride: usize,
     pad: usize,
+    /// SiLU after the bias (false: a plain convolution, as in the head's last layers).
+    silu: bool,
 }
 
 impl FusedConv {
+    /// The same convolution without the SiLU.
+    pub fn without_silu(self) -> Self {
+        Self { silu: false, ..self }
+    }
+
     /// From candle's `[c_out, c_in, k, k]` weight and `[c_out]` bias.
     pub fn new(weight: &Tensor, bias: &Tensor, stride: usize, pad: usize) -> Result<Self> {
         let (c_out, c_in, k, k2) = weight.dims4()?;
@@ -58,6 +79,7 @@ impl FusedConv {
             k,
             stride,
             pad,
+            silu: true,
         })
     }
 
@@ -77,94 +99,244 @@ impl FusedConv {
         let input = &cpu.as_slice::<f32>()?[layout.start_offset()..];
         let plane = c_in * h * w;
         let mut out = vec![0f32; n * self.c_out * oh * ow];
-        let mut columns = Vec::new();
         for (image, dst) in input.chunks_exact(plane).take(n).zip(out.chunks_exact_mut(self.c_out * oh * ow)) {
-            let rhs: &[f32] = if self.k == 1 && self.stride == 1 && self.pad == 0 {
-                image
-            } else {
-                columns.resize(c_in * self.k * self.k * oh * ow, 0.0);
-                self.unfold(image, h, w, oh, ow, &mut columns);
-                &columns
-            };
-            self.gemm_bias_silu(rhs, oh * ow, dst);
+            self.forward_image(image, h, w, oh, ow, dst);
         }
         drop(storage);
         Tensor::from_vec(out, (n, self.c_out, oh, ow), &Device::Cpu)
     }
 
-    /// im2col: row `(c·k + ky)·k + kx` holds, for every output pixel, the
-    /// input value that kernel tap sees (zero outside the image).
-    fn unfold(&self, image: &[f32], h: usize, w: usize, oh: usize, ow: usize, columns: &mut [f32]) {
+    /// One image, in tiles of output pixels: each tile's unfolded input
+    /// stays in cache between the unfold and the GEMM, its bias and SiLU are
+    /// applied while its output is still in cache, and threads share out the
+    /// tiles (or split the GEMM itself when there are too few tiles).
+    fn forward_image(&self, image: &[f32], h: usize, w: usize, oh: usize, ow: usize, dst: &mut [f32]) {
+        let pixels = oh * ow;
+        let depth = self.c_in * self.k * self.k;
+        let direct = self.k == 1 && self.stride == 1 && self.pad == 0;
+        // About 256 KB of unfolded input per tile.
+        let tile = if direct { pixels.clamp(1, 4096) } else { (65_536 / depth).clamp(64, 4096) };
+        let tiles = pixels.div_ceil(tile);
+        let threads = candle_core::utils::get_num_threads();
+        let gemm_threads = if tiles < threads { threads } else { 1 };
+        let out = OutPtr(dst.as_mut_ptr());
+        assert!(dst.len() == self.c_out * pixels && image.len() >= self.c_in * h * w);
+        let run = |t: usize| {
+            let (p0, p1) = (t * tile, ((t + 1) * tile).min(pixels));
+            let width = p1 - p0;
+            COLUMNS.with(|columns| {
+                let mut columns = columns.borrow_mut();
+                let (rhs, rhs_rs) = if direct {
+                    (image[p0..].as_ptr(), pixels as isize)
+                } else {
+                    let started = std::time::Instant::now();
+                    columns.resize(depth * width, 0.0);
+                    self.unfold_tile(image, h, w, ow, p0, p1, &mut columns);
+                    add_stage(0, started);
+                    (columns.as_ptr(), width as isize)
+                };
+                let started = std::time::Instant::now();
+                // SAFETY: tiles cover disjoint column ranges [p0, p1) of the
+                // c_out × pixels output, so no two tasks write the same
+                // element; every row slice lies inside `dst` (asserted above).
+                let row = |c: usize| unsafe { std::slice::from_raw_parts_mut(out.get().add(c * pixels + p0), width) };
+                for (c, b) in self.bias.iter().enumerate() {
+                    row(c).fill(*b);
+                }
+                let parallelism =
+                    if gemm_threads > 1 { gemm::Parallelism::Rayon(gemm_threads) } else { gemm::Parallelism::None };
+                // SAFETY: dst is the tile (c_out × width, row stride `pixels`)
+                // inside the output, lhs the c_out × depth weights, rhs the
+                // depth × width columns (row stride `rhs_rs`), all in bounds:
+                // the unfolded buffer holds depth × width values, and a direct
+                // input depth rows of `pixels` from p0 on.
+                unsafe {
+                    gemm::gemm(
+                        self.c_out,
+                        width,
+                        depth,
+                        out.get().add(p0),
+                        1,
+                        pixels as isize,
+                        true,
+                        self.weight.as_ptr(),
+                        1,
+                        depth as isize,
+                        rhs,
+                        1,
+                        rhs_rs,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism,
+                    );
+                }
+                add_stage(1, started);
+                if self.silu {
+                    let started = std::time::Instant::now();
+                    for c in 0..self.c_out {
+                        silu_in_place(row(c));
+                    }
+                    add_stage(2, started);
+                }
+            });
+        };
+        if tiles > 1 && threads > 1 {
+            (0..tiles).into_par_iter().for_each(run);
+        } else {
+            (0..tiles).for_each(run);
+        }
+    }
+
+    /// im2col for output pixels `p0..p1`: row `(c·k + ky)·k + kx` of `out`
+    /// holds, for each of those pixels, the input value that kernel tap sees
+    /// (zero outside the image).
+    #[allow(clippy::too_many_arguments)]
+    fn unfold_tile(&self, image: &[f32], h: usize, w: usize, ow: usize, p0: usize, p1: usize, out: &mut [f32]) {
         let (k, stride, pad) = (self.k, self.stride, self.pad);
-        columns.par_chunks_mut(oh * ow).enumerate().for_each(|(row, out)| {
+        let width = p1 - p0;
+        for (row, out) in out.chunks_exact_mut(width).enumerate() {
             let (c, tap) = (row / (k * k), row % (k * k));
             let (ky, kx) = (tap / k, tap % k);
             let channel = &image[c * h * w..(c + 1) * h * w];
-            for oy in 0..oh {
-                let line = &mut out[oy * ow..(oy + 1) * ow];
+            // Output columns whose input column ox·stride + kx - pad is inside.
+            let first = pad.saturating_sub(kx).div_ceil(stride);
+            let last = (w + pad - kx).div_ceil(stride).min(ow);
+            let mut p = p0;
+            while p < p1 {
+                let (oy, ox0) = (p / ow, p % ow);
+                let ox1 = ow.min(ox0 + (p1 - p));
+                let line = &mut out[p - p0..p - p0 + (ox1 - ox0)];
+                p += ox1 - ox0;
                 let iy = (oy * stride + ky) as isize - pad as isize;
                 if iy < 0 || iy >= h as isize {
                     line.fill(0.0);
                     continue;
                 }
                 let src = &channel[iy as usize * w..(iy as usize + 1) * w];
-                // Output columns whose input column ox·stride + kx - pad is inside.
-                let first = (pad.saturating_sub(kx)).div_ceil(stride);
-                let last = ((w + pad - kx).div_ceil(stride)).min(ow);
-                line[..first.min(ow)].fill(0.0);
-                if first < last {
-                    if stride == 1 {
-                        let start = first + kx - pad;
-                        line[first..last].copy_from_slice(&src[start..start + (last - first)]);
-                    } else {
-                        for (ox, v) in line[first..last].iter_mut().enumerate() {
-                            *v = src[(first + ox) * stride + kx - pad];
-                        }
+                let (a, b) = (first.clamp(ox0, ox1), last.clamp(ox0, ox1).max(first.clamp(ox0, ox1)));
+                line[..a - ox0].fill(0.0);
+                if stride == 1 {
+                    let start = a + kx - pad;
+                    line[a - ox0..b - ox0].copy_from_slice(&src[start..start + (b - a)]);
+                } else {
+                    for (i, v) in line[a - ox0..b - ox0].iter_mut().enumerate() {
+                        *v = src[(a + i) * stride + kx - pad];
                     }
                 }
-                line[last.max(first).min(ow)..].fill(0.0);
+                line[b - ox0..].fill(0.0);
             }
-        });
+        }
     }
+}
 
-    /// `dst = silu(weight × rhs + bias)`, `rhs` being `K × pixels` row-major.
-    fn gemm_bias_silu(&self, rhs: &[f32], pixels: usize, dst: &mut [f32]) {
-        let depth = self.c_in * self.k * self.k;
-        for (row, b) in dst.chunks_exact_mut(pixels).zip(&self.bias) {
-            row.fill(*b);
+thread_local! {
+    /// Each thread's unfolded-input buffer, reused across layers and frames.
+    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The output buffer, shared by the tasks that fill disjoint tiles of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+// SAFETY: tasks only write disjoint tiles through it (see `forward_image`),
+// and the buffer outlives them: the parallel loop returns before it is used.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// YOLOv8's head decoding for one image and one scale: `raw` is the head's
+/// `[4·bins + classes, anchors]` output at that scale; for each anchor the
+/// distribution of each box side over `bins` is softmaxed and its
+/// expectation taken with the DFL weights (`dfl`, one per bin), the
+/// distances become a centre-size box around the anchor (`anchor_xy`:
+/// `[2, anchors]`, in grid cells) scaled by `stride`, and the class logits
+/// go through a sigmoid. Writes columns `column..column + anchors` of `out`,
+/// which is `[4 + classes, total]` row-major, as the reference path lays it out.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_head(
+    raw: &[f32],
+    anchors: usize,
+    bins: usize,
+    dfl: &[f32],
+    anchor_xy: &[f32],
+    stride: f32,
+    out: &mut [f32],
+    total: usize,
+    column: usize,
+) {
+    let classes = raw.len() / anchors - 4 * bins;
+    assert!(raw.len() == (4 * bins + classes) * anchors && out.len() == (4 + classes) * total && dfl.len() == bins);
+    // Anchor-inner loops over whole rows, so that they vectorise.
+    let (mut max, mut sum, mut weighted) = (vec![0f32; anchors], vec![0f32; anchors], vec![0f32; anchors]);
+    let mut distance = vec![0f32; 4 * anchors];
+    for side in 0..4 {
+        let row = |bin: usize| &raw[(side * bins + bin) * anchors..(side * bins + bin + 1) * anchors];
+        max.fill(f32::NEG_INFINITY);
+        for bin in 0..bins {
+            for (m, v) in max.iter_mut().zip(row(bin)) {
+                *m = m.max(*v);
+            }
         }
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-        // SAFETY: the pointers and strides describe the three row-major
-        // buffers exactly: dst is c_out × pixels, weight c_out × depth, rhs
-        // depth × pixels (checked by the slice lengths below), and none overlap.
-        assert!(
-            dst.len() == self.c_out * pixels && rhs.len() >= depth * pixels && self.weight.len() == self.c_out * depth
-        );
-        unsafe {
-            gemm::gemm(
-                self.c_out,
-                pixels,
-                depth,
-                dst.as_mut_ptr(),
-                1,
-                pixels as isize,
-                true,
-                self.weight.as_ptr(),
-                1,
-                depth as isize,
-                rhs.as_ptr(),
-                1,
-                pixels as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
+        sum.fill(0.0);
+        weighted.fill(0.0);
+        for (bin, w) in dfl.iter().enumerate() {
+            for (((s, wt), v), m) in sum.iter_mut().zip(weighted.iter_mut()).zip(row(bin)).zip(&max) {
+                let e = exp(v - m);
+                *s += e;
+                *wt += e * w;
+            }
         }
-        dst.par_chunks_mut(16 * 1024).for_each(silu_in_place);
+        for ((d, wt), s) in distance[side * anchors..(side + 1) * anchors].iter_mut().zip(&weighted).zip(&sum) {
+            *d = wt / s;
+        }
+    }
+    let out_row = |r: usize| r * total + column;
+    for a in 0..anchors {
+        let (x, y) = (anchor_xy[a], anchor_xy[anchors + a]);
+        let (x0, y0) = (x - distance[a], y - distance[anchors + a]);
+        let (x1, y1) = (x + distance[2 * anchors + a], y + distance[3 * anchors + a]);
+        out[out_row(0) + a] = (x0 + x1) * 0.5 * stride;
+        out[out_row(1) + a] = (y0 + y1) * 0.5 * stride;
+        out[out_row(2) + a] = (x1 - x0) * stride;
+        out[out_row(3) + a] = (y1 - y0) * stride;
+    }
+    for c in 0..classes {
+        let scores = &mut out[out_row(4 + c)..out_row(4 + c) + anchors];
+        scores.copy_from_slice(&raw[(4 * bins + c) * anchors..(4 * bins + c + 1) * anchors]);
+        sigmoid_in_place(scores);
+    }
+}
+
+fn sigmoid_in_place(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { sigmoid_avx2(values) };
+            return;
+        }
+    }
+    sigmoid_portable(values);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sigmoid_avx2(values: &mut [f32]) {
+    sigmoid_portable(values);
+}
+
+#[inline(always)]
+fn sigmoid_portable(values: &mut [f32]) {
+    for v in values {
+        *v = 1.0 / (1.0 + exp(-*v));
     }
 }
 
@@ -271,10 +443,14 @@ mod tests {
             let config = Conv2dConfig { padding: k / 2, stride, groups: 1, dilation: 1, cudnn_fwd_algo: None };
             let reference = Conv2d::new(weight.clone(), Some(bias.clone()), config);
             let want = candle_nn::ops::silu(&reference.forward(&x).unwrap()).unwrap();
-            let got = FusedConv::new(&weight, &bias, stride, k / 2).unwrap().forward(&x).unwrap();
+            let fused = FusedConv::new(&weight, &bias, stride, k / 2).unwrap();
+            let got = fused.clone().forward(&x).unwrap();
             assert_eq!(got.dims(), want.dims(), "shape {i}");
             let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff <= 1e-4, "layer kind {i}: max |diff| {diff}");
+            let plain = fused.without_silu().forward(&x).unwrap();
+            let diff = (plain - reference.forward(&x).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() <= 1e-4, "layer kind {i} without SiLU");
         }
     }
 }
