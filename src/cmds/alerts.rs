@@ -3,7 +3,7 @@
 //! file is read directly. The database is never opened twice.
 
 use super::Cli;
-use super::service_api::{Source, call, query_string};
+use super::service_api::{ListFilter, Source, call, query_string};
 use crate::store::{AlertRecord, Query};
 use clap::Subcommand;
 use std::time::Duration;
@@ -20,21 +20,10 @@ pub enum AlertsCommand {
     },
     /// List stored alerts, oldest first
     List {
-        /// How far back: 7d, 12h, 30m
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        camera: Option<String>,
         #[arg(long)]
         rule: Option<String>,
-        #[arg(long)]
-        class: Option<String>,
-        /// At most this many (the newest)
-        #[arg(long)]
-        limit: Option<usize>,
-        /// One JSON object per line
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        filter: ListFilter,
     },
 }
 
@@ -50,7 +39,7 @@ pub fn run(cli: &Cli, command: &AlertsCommand) -> anyhow::Result<i32> {
             }
         }
     };
-    let (since, camera, rule, class, limit, json) = match command {
+    let list = match command {
         AlertsCommand::Analyze { days, json } => {
             let since = format!("{days}d");
             let query = Query::default().since(Some(Duration::from_secs(days * 86_400)));
@@ -62,16 +51,13 @@ pub fn run(cli: &Cli, command: &AlertsCommand) -> anyhow::Result<i32> {
             }
             return Ok(0);
         }
-        AlertsCommand::List { since, camera, rule, class, limit, json } => (since, camera, rule, class, limit, json),
+        AlertsCommand::List { rule, filter } => (rule, filter),
     };
-    let ago =
-        since.as_deref().map(crate::base::duration::parse).transpose().map_err(|e| anyhow::anyhow!("--since: {e}"))?;
-    let query =
-        Query { camera: camera.clone(), rule: rule.clone(), class: class.clone(), limit: *limit, ..Query::default() }
-            .since(ago);
-    let alerts = fetch(since.as_deref(), &query)?;
+    let (rule, filter) = list;
+    let json = filter.json;
+    let alerts = fetch(filter.since.as_deref(), &filter.query(rule.clone())?)?;
     for a in &alerts {
-        if *json {
+        if json {
             println!("{}", serde_json::to_string(a)?);
         } else {
             println!(

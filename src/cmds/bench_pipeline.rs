@@ -60,24 +60,16 @@ pub fn run(cli: &Cli, args: &PipelineBench) -> anyhow::Result<i32> {
     let modes: Vec<bool> = args.motion.map_or_else(|| vec![true, false], |m| vec![m]);
     for motion in modes {
         let result = run_once(args, &clip, &weights, motion)?;
+        let gate = if motion { "on" } else { "off" };
         println!(
-            "{} camera(s) at {} px, motion gate {}: {:.2} frames analysed/s per camera, CPU {:.0}% per camera, \
-             latency p50 {:.0} ms p99 {:.0} ms, {} drops, {} frames skipped for no motion",
-            args.cameras,
-            args.size,
-            if motion { "on" } else { "off" },
-            result.analysed_fps,
-            result.cpu_percent_per_camera,
-            result.p50_ms,
-            result.p99_ms,
-            result.drops,
-            result.skipped_no_motion
+            "{} camera(s) at {} px, motion gate {gate}: {} frames skipped for no motion",
+            args.cameras, args.size, result.skipped_no_motion
         );
+        // One stable line per run, for scripts.
         println!(
-            "cameras={} size={} motion={} fps_per_camera={:.2} cpu_percent_per_camera={:.0} p50_ms={:.0} p99_ms={:.0} drops={}",
+            "cameras={} size={} motion={gate} fps_per_camera={:.2} cpu_percent_per_camera={:.0} p50_ms={:.0} p99_ms={:.0} drops={}",
             args.cameras,
             args.size,
-            if motion { "on" } else { "off" },
             result.analysed_fps,
             result.cpu_percent_per_camera,
             result.p50_ms,

@@ -3,38 +3,23 @@
 
 use super::Cli;
 use super::alerts::local_time;
-use super::service_api::{Source, call, query_string};
-use crate::store::{EventRecord, Query};
+use super::service_api::{ListFilter, Source, call, query_string};
+use crate::store::EventRecord;
 use clap::Subcommand;
 use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
     /// List tracked objects, oldest first
-    List {
-        /// How far back: 7d, 12h, 30m
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        camera: Option<String>,
-        #[arg(long)]
-        class: Option<String>,
-        /// At most this many (the newest)
-        #[arg(long)]
-        limit: Option<usize>,
-        /// One JSON object per line
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListFilter),
 }
 
 pub fn run(cli: &Cli, command: &EventsCommand) -> anyhow::Result<i32> {
-    let EventsCommand::List { since, camera, class, limit, json } = command;
+    let EventsCommand::List(filter) = command;
+    let (since, json) = (&filter.since, &filter.json);
     let config = crate::config::load(cli.config_path().as_deref())?.config;
     let data_dir = cli.data_dir.clone().unwrap_or(config.storage.data_dir.clone());
-    let ago =
-        since.as_deref().map(crate::base::duration::parse).transpose().map_err(|e| anyhow::anyhow!("--since: {e}"))?;
-    let query = Query { camera: camera.clone(), class: class.clone(), limit: *limit, ..Query::default() }.since(ago);
+    let query = filter.query(None)?;
     let events: Vec<EventRecord> = match Source::open(&data_dir, &config.http.listen)? {
         Source::File(store) => store.events(&query)?,
         Source::Service(listen) => call(

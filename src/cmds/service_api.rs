@@ -35,6 +35,44 @@ impl Source {
     }
 }
 
+/// The filters `alerts list` and `events list` share.
+#[derive(Debug, clap::Args)]
+pub struct ListFilter {
+    /// How far back: 7d, 12h, 30m
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub camera: Option<String>,
+    #[arg(long)]
+    pub class: Option<String>,
+    /// At most this many (the newest)
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// One JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ListFilter {
+    /// The store query, with `rule` for the records that have one.
+    pub fn query(&self, rule: Option<String>) -> anyhow::Result<Query> {
+        let ago = self
+            .since
+            .as_deref()
+            .map(crate::base::duration::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+        Ok(Query {
+            camera: self.camera.clone(),
+            rule,
+            class: self.class.clone(),
+            limit: self.limit,
+            ..Query::default()
+        }
+        .since(ago))
+    }
+}
+
 /// `query` as URL parameters, with `since` as the user wrote it.
 pub fn query_string(since: Option<&str>, q: &Query) -> String {
     let mut params = Vec::new();

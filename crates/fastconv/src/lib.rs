@@ -316,55 +316,39 @@ pub fn decode_head(
 }
 
 fn sigmoid_in_place(values: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { sigmoid_avx2(values) };
-            return;
-        }
-    }
-    sigmoid_portable(values);
+    map_in_place(values, |v| 1.0 / (1.0 + exp(-v)));
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn sigmoid_avx2(values: &mut [f32]) {
-    sigmoid_portable(values);
-}
-
-#[inline(always)]
-fn sigmoid_portable(values: &mut [f32]) {
-    for v in values {
-        *v = 1.0 / (1.0 + exp(-*v));
-    }
-}
-
-/// `v = v · sigmoid(v)` over a slice, with AVX2 and FMA where the CPU has
-/// them (checked at run time), else the same code on the baseline.
 fn silu_in_place(values: &mut [f32]) {
+    map_in_place(values, |v| v / (1.0 + exp(-v)));
+}
+
+/// `v = f(v)` over a slice, compiled for AVX2 and FMA where the CPU has them
+/// (checked at run time), else the same code on the baseline. `f` must be
+/// branch-free for the loop to vectorise.
+#[inline(always)]
+fn map_in_place(values: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { silu_avx2(values) };
+            unsafe { map_avx2(values, f) };
             return;
         }
     }
-    silu_portable(values);
+    map_portable(values, f);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn silu_avx2(values: &mut [f32]) {
-    silu_portable(values);
+unsafe fn map_avx2(values: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
+    map_portable(values, f);
 }
 
-/// Branch-free so that the compiler vectorises it.
 #[inline(always)]
-fn silu_portable(values: &mut [f32]) {
+fn map_portable(values: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
     for v in values {
-        *v /= 1.0 + exp(-*v);
+        *v = f(*v);
     }
 }
 
