@@ -10,7 +10,6 @@ use super::Cli;
 use anyhow::Context;
 use clap::Args;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -215,12 +214,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 fn http_get(listen: &str, path: &str) -> anyhow::Result<String> {
-    let mut stream = std::net::TcpStream::connect(listen)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    Ok(super::service_api::request(listen, "GET", path, Duration::from_secs(10))?.1)
 }
 
 #[cfg(test)]

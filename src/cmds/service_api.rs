@@ -98,19 +98,27 @@ pub fn call<T: serde::de::DeserializeOwned>(
     path: &str,
     timeout: Duration,
 ) -> anyhow::Result<T> {
-    let mut stream = std::net::TcpStream::connect(listen)
+    let (status, body) = request(listen, method, path, timeout)
         .with_context(|| format!("the event store is in use, but the service does not answer on {listen}"))?;
+    if status != 200 {
+        let error = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        anyhow::bail!("the service answered {path}: {error}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("the service's answer to {path}"))
+}
+
+/// A bare HTTP/1.1 request on loopback: the status and the body as text.
+pub fn request(listen: &str, method: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(listen)?;
     stream.set_read_timeout(Some(timeout))?;
     write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").context("bad response from the service")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        let error = serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| head.lines().next().unwrap_or("").to_owned());
-        anyhow::bail!("the service answered {path}: {error}");
-    }
-    serde_json::from_str(body).with_context(|| format!("the service's answer to {path}"))
+    let status =
+        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad response from the service")?;
+    Ok((status, body.to_owned()))
 }
