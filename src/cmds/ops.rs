@@ -118,7 +118,7 @@ fn backup(
     let copy = match Source::open(data_dir, &listen(config_path.as_deref())?)? {
         Source::File(store) => {
             std::fs::create_dir_all(copy.parent().unwrap_or(data_dir))?;
-            backup::copy_database(&store, &copy)?;
+            store.copy_to(&copy)?;
             copy
         }
         Source::Service(listen) => {

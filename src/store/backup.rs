@@ -38,11 +38,6 @@ fn io(e: impl std::fmt::Display) -> BackupError {
     BackupError::Io(e.to_string())
 }
 
-/// Writes a consistent copy of `store` to `dest`; answers how many records.
-pub fn copy_database(store: &Store, dest: &Path) -> Result<usize, BackupError> {
-    Ok(store.copy_to(dest)?)
-}
-
 /// Archives `files` (archive name → source) with a manifest into `out_dir`.
 /// Each file is read once, hashed and archived from the same bytes, so a
 /// file changing meanwhile cannot make the manifest disagree with the archive.
