@@ -19,6 +19,7 @@ pub mod coco;
 pub mod config;
 pub mod detect;
 pub mod draw;
+pub mod faults;
 pub mod health;
 pub mod http;
 pub mod pipeline;

@@ -1,18 +1,20 @@
 //! The alerts actor: the one place alerts go.
 //!
-//! Parent: the root supervisor. Input: alerts from rule actors. Output: a
-//! line in `alerts.log` (target `alert`) and the speakers at once; then the
-//! snapshot (encoded off the runtime, into `snapshots/.pending/`), then the
-//! record in the event store, and only once that is acknowledged the
-//! snapshot moves into place. Also metrics and a rate-limited email.
+//! Parent: the root supervisor. Input: alerts from rule actors. Output, at
+//! once and in this order: a line in `alerts.log` (target `alert`), the
+//! speakers and the email. That is the sounding path, and nothing on it
+//! waits on storage. Then the snapshot is encoded off the runtime into
+//! `snapshots/.pending/`, and the record goes to the recorder (see
+//! `recorder.rs`), which stores it and moves the snapshot into place.
 
+use super::recorder::{InFlight, Recorder, Unsaved};
 use super::{Alert, email, snapshot};
 use crate::config::MonitoringConfig;
 use crate::store::actor::{NAME as STORE, StoreMsg};
-use crate::store::{AlertRecord, Query, Record};
+use crate::store::{AlertRecord, Query};
 use ractor::call_t;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,51 +32,51 @@ pub struct AlertsState {
     args: AlertsArgs,
     snapshots: PathBuf,
     last_email: Option<Instant>,
-    /// Alerts not yet acknowledged by the store, oldest first; bounded so a
-    /// long store outage costs memory only up to a point, and the loss is counted.
-    unsaved: VecDeque<Unsaved>,
     /// Final snapshot paths handed out but not yet in place.
-    in_flight: HashSet<PathBuf>,
-    retry_scheduled: bool,
-}
-
-/// An alert waiting for the store, with its pending snapshot if it has one.
-struct Unsaved {
-    record: AlertRecord,
-    snapshot: Option<(PathBuf, PathBuf)>,
+    in_flight: InFlight,
+    /// Stores records in the background; `None` only while stopping.
+    recorder: Option<Recorder>,
 }
 
 pub enum AlertsMsg {
     Alert(Box<Alert>),
     /// The snapshot of an alert was written to its pending path (or failed).
-    SnapshotDone {
-        record: AlertRecord,
-        snapshot: Option<(PathBuf, PathBuf)>,
-    },
-    /// Try again to write what the store has not acknowledged.
-    Retry,
+    SnapshotDone(Box<Unsaved>),
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
-/// Alerts kept while the store is down.
-const UNSAVED_MAX: usize = 1000;
-const RETRY: Duration = Duration::from_secs(5);
+/// How long a stopping actor gives the recorder to store what it holds.
+const RECORDER_STOP: Duration = Duration::from_secs(3);
 
 impl Actor for AlertsActor {
     type Msg = AlertsMsg;
     type State = AlertsState;
     type Arguments = AlertsArgs;
 
-    async fn pre_start(&self, _: ActorRef<AlertsMsg>, args: AlertsArgs) -> Result<AlertsState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AlertsMsg>,
+        args: AlertsArgs,
+    ) -> Result<AlertsState, ActorProcessingErr> {
+        crate::faults::register("alerts", &myself, AlertsMsg::Fault);
         let snapshots = args.data_dir.join("snapshots");
         settle_after_crash(&snapshots).await;
+        let in_flight = InFlight::default();
         Ok(AlertsState {
             args,
             snapshots,
             last_email: None,
-            unsaved: VecDeque::new(),
-            in_flight: HashSet::new(),
-            retry_scheduled: false,
+            recorder: Some(Recorder::start(in_flight.clone())),
+            in_flight,
         })
+    }
+
+    async fn post_stop(&self, _: ActorRef<AlertsMsg>, state: &mut AlertsState) -> Result<(), ActorProcessingErr> {
+        if let Some(recorder) = state.recorder.take() {
+            recorder.stop(RECORDER_STOP).await;
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -84,28 +86,12 @@ impl Actor for AlertsActor {
         state: &mut AlertsState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            AlertsMsg::Fault(fault) => return fault.strike("alerts"),
             AlertsMsg::Alert(alert) => sound(&myself, *alert, state),
-            AlertsMsg::SnapshotDone { record, snapshot } => {
-                if state.unsaved.len() >= UNSAVED_MAX
-                    && let Some(lost) = state.unsaved.pop_front()
-                {
-                    metrics::counter!("smart_cctv_alerts_unsaved_lost_total").increment(1);
-                    tracing::error!(
-                        "event store down too long: alert {} on {} was dropped from the record",
-                        lost.record.rule,
-                        lost.record.camera
-                    );
-                    if let Some((pending, target)) = lost.snapshot {
-                        let _ = std::fs::remove_file(pending);
-                        state.in_flight.remove(&target);
-                    }
+            AlertsMsg::SnapshotDone(unsaved) => {
+                if let Some(recorder) = &state.recorder {
+                    recorder.save(*unsaved);
                 }
-                state.unsaved.push_back(Unsaved { record, snapshot });
-                save(state, &myself).await;
-            }
-            AlertsMsg::Retry => {
-                state.retry_scheduled = false;
-                save(state, &myself).await;
             }
         }
         Ok(())
@@ -119,12 +105,17 @@ fn sound(myself: &ActorRef<AlertsMsg>, alert: Alert, state: &mut AlertsState) {
     metrics::histogram!("smart_cctv_alert_latency_seconds").record(latency.as_secs_f64());
     metrics::counter!("smart_cctv_alerts_total", "rule" => alert.rule.clone(), "camera" => alert.camera.to_string())
         .increment(1);
-    let in_flight = &state.in_flight;
-    let path = snapshot::path_for(&state.snapshots, &alert, &|p| in_flight.contains(p));
-    state.in_flight.insert(path.clone());
+    // Time-ordered and unique: the alert is stored and listed under it.
+    let id = uuid::Uuid::now_v7().to_string();
+    let path = {
+        let mut in_flight = state.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let path = snapshot::path_for(&state.snapshots, &alert, &|p| in_flight.contains(p));
+        in_flight.insert(path.clone());
+        path
+    };
     let distance = alert.distance_m.map(|d| format!(" distance_m={d:.2}")).unwrap_or_default();
     let summary = format!(
-        "ALERT rule={} camera={} class={} confidence={:.2} tracks={:?}{distance} snapshot={}",
+        "ALERT rule={} camera={} class={} confidence={:.2} tracks={:?}{distance} id={id} snapshot={}",
         alert.rule,
         alert.camera,
         alert.class_name,
@@ -145,6 +136,7 @@ fn sound(myself: &ActorRef<AlertsMsg>, alert: Alert, state: &mut AlertsState) {
     email_if_due(state, &alert, summary);
 
     let record = AlertRecord {
+        id,
         time_us: crate::store::unix_micros(alert.captured),
         rule: alert.rule.clone(),
         camera: alert.camera.to_string(),
@@ -166,7 +158,7 @@ fn sound(myself: &ActorRef<AlertsMsg>, alert: Alert, state: &mut AlertsState) {
                 None
             }
         };
-        let _ = myself.cast(AlertsMsg::SnapshotDone { record, snapshot });
+        let _ = myself.cast(AlertsMsg::SnapshotDone(Box::new(Unsaved { record, snapshot })));
     });
 }
 
@@ -190,57 +182,6 @@ fn email_if_due(state: &mut AlertsState, alert: &Alert, summary: String) {
             tracing::error!("alert email: {e}");
         }
     });
-}
-
-/// Writes unsaved alerts in order until the store refuses; retries later.
-/// Each acknowledged alert's snapshot then moves into place.
-async fn save(state: &mut AlertsState, myself: &ActorRef<AlertsMsg>) {
-    if let Some(cell) = ractor::registry::where_is(STORE) {
-        let store: ActorRef<StoreMsg> = cell.into();
-        // Send them all at once so the store commits them together, then
-        // drop from the front exactly those acknowledged, in order.
-        let calls = state.unsaved.iter().map(|u| {
-            let store = store.clone();
-            let record = Record::Alert(u.record.clone());
-            async move { call_t!(store, StoreMsg::Append, 5_000, record) }
-        });
-        let results = futures_util::future::join_all(calls).await;
-        for result in results {
-            match result {
-                Ok(Ok(())) => {
-                    if let Some(saved) = state.unsaved.pop_front() {
-                        stored(state, saved);
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!("alert not yet stored: {e}");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!("alert not yet stored: the store did not answer: {e}");
-                    break;
-                }
-            }
-        }
-    }
-    metrics::gauge!("smart_cctv_alerts_unsaved").set(state.unsaved.len() as f64);
-    if !state.unsaved.is_empty() && !state.retry_scheduled {
-        state.retry_scheduled = true;
-        myself.send_after(RETRY, || AlertsMsg::Retry);
-    }
-}
-
-fn stored(state: &mut AlertsState, saved: Unsaved) {
-    let r = &saved.record;
-    tracing::debug!(time_us = r.time_us, camera = %r.camera, rule = %r.rule, "alert stored");
-    if let Some((pending, target)) = saved.snapshot {
-        let placed =
-            target.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::rename(&pending, &target));
-        if let Err(e) = placed {
-            tracing::error!("snapshot {}: {e}", target.display());
-        }
-        state.in_flight.remove(&target);
-    }
 }
 
 /// Settles what a crash left in `snapshots/.pending/`, asking the store which

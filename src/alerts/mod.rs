@@ -4,6 +4,7 @@
 
 pub mod actor;
 pub mod email;
+pub mod recorder;
 pub mod snapshot;
 
 use crate::rules::TrackView;

@@ -37,6 +37,14 @@ pub fn pending_path(snapshots: &Path, path: &Path) -> PathBuf {
 /// After a crash: pending snapshots whose alert was stored (`stored` says,
 /// by final path relative to `snapshots`) go into place; the others belonged
 /// to alerts never acknowledged, and are deleted. Answers (moved, deleted).
+/// Moves a snapshot from its pending path into place, once its alert is stored.
+pub fn place(pending: &Path, target: &Path) -> std::io::Result<()> {
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::rename(pending, target)
+}
+
 pub fn settle_pending(snapshots: &Path, stored: &dyn Fn(&Path) -> bool) -> (usize, usize) {
     let pending = snapshots.join(PENDING);
     let (mut moved, mut deleted) = (0, 0);
@@ -90,9 +98,15 @@ pub fn write(path: &Path, alert: &Alert) -> Result<(), String> {
 }
 
 fn draw_polygon(img: &mut RgbImage, points: &[(f32, f32)], colour: Rgb<u8>) {
+    // One step per pixel, but never more than the image could show: a point
+    // far outside the frame must not make this loop for ever.
+    let most_steps = 4 * (img.width() + img.height()).max(1) as usize;
     for (i, &(x0, y0)) in points.iter().enumerate() {
         let (x1, y1) = points[(i + 1) % points.len()];
-        let steps = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).max(1);
+        if ![x0, y0, x1, y1].iter().all(|v| v.is_finite()) {
+            continue;
+        }
+        let steps = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).clamp(1, most_steps);
         for s in 0..=steps {
             let f = s as f32 / steps as f32;
             let (x, y) = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f);

@@ -52,6 +52,39 @@ pub struct CalibrationFile {
     pub rms_error_m: Option<f64>,
 }
 
+/// Farthest a ground point or reference may be from the origin, in metres.
+const MAX_GROUND_METRES: f64 = 10_000.0;
+
+impl CalibrationFile {
+    /// Every number finite; image points inside the analysed frame, ground
+    /// points and references within [`MAX_GROUND_METRES`].
+    fn check_bounds(&self) -> Result<(), String> {
+        let frame = f64::from(crate::service::topology::ANALYSIS_SIZE);
+        for (i, pair) in self.points.iter().enumerate() {
+            if !pair.image.iter().all(|v| (0.0..=frame).contains(v)) {
+                return Err(format!(
+                    "points[{i}].image: {:?} must be inside the analysed frame (0 to {frame})",
+                    pair.image
+                ));
+            }
+            if !pair.ground.iter().all(|v| v.abs() <= MAX_GROUND_METRES) {
+                return Err(format!("points[{i}].ground: {:?} must be within {MAX_GROUND_METRES} m", pair.ground));
+            }
+        }
+        for (name, point) in &self.references {
+            if !point.iter().all(|v| v.abs() <= MAX_GROUND_METRES) {
+                return Err(format!("references.{name}: {point:?} must be within {MAX_GROUND_METRES} m"));
+            }
+        }
+        if let Some(h) = &self.homography
+            && !h.iter().flatten().all(|v| v.is_finite())
+        {
+            return Err("homography: every entry must be a finite number".into());
+        }
+        Ok(())
+    }
+}
+
 /// Image-to-ground mapping of one camera.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
@@ -81,8 +114,13 @@ impl Calibration {
     /// Loads and fits `path`.
     pub fn load(path: &Path) -> Result<Self, CalibrationError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CalibrationError::File { file: file.clone(), reason: e.to_string() })?;
+        let text = crate::config::limits::read(path).map_err(|e| CalibrationError::File {
+            file: file.clone(),
+            reason: match e {
+                crate::config::limits::ReadError::Io(e) => e.to_string(),
+                crate::config::limits::ReadError::Refused(p) => p.to_string(),
+            },
+        })?;
         Self::parse(&text, &file)
     }
 
@@ -90,6 +128,7 @@ impl Calibration {
     pub fn parse(text: &str, file: &str) -> Result<Self, CalibrationError> {
         let parsed: CalibrationFile =
             parse_yaml(text).map_err(|reason| CalibrationError::File { file: file.to_owned(), reason })?;
+        parsed.check_bounds().map_err(|reason| CalibrationError::File { file: file.to_owned(), reason })?;
         let homography = match parsed.homography {
             Some(m) => Homography(Matrix3::from_fn(|r, c| m[r][c])),
             None => Homography::fit(&parsed.points)?,
@@ -111,6 +150,8 @@ impl Calibration {
 
 /// YAML through the `config` crate's parser, so no second YAML library is needed.
 fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    // The same bounds as config.yaml: no alias bombs, no deep nesting.
+    crate::config::limits::check_shape(text).map_err(|p| p.to_string())?;
     let layered = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Yaml))
         .build()

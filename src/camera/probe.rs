@@ -1,7 +1,7 @@
 //! `smart-cctv cameras test`, which replaces `test_cameras.py`: connect to
 //! each camera, decode some frames, report what came.
 
-use super::source::{SourceContext, spawn_source};
+use super::source::{Opener, RealOpener, SourceContext};
 use super::{CountingSink, SourceStats};
 use crate::config::CameraConfig;
 use serde::Serialize;
@@ -58,14 +58,16 @@ pub async fn probe(camera: &CameraConfig, frames: u64, analysis_size: u32, timeo
         stop: stop.clone(),
     };
     let started = Instant::now();
-    let mut task = spawn_source(camera, ctx);
+    let mut task = tokio::spawn(RealOpener::default().run(camera, ctx));
     let mut first: Option<Duration> = None;
     let mut error = None;
+    let mut ended = false;
     let deadline = tokio::time::Instant::now() + timeout;
     while stats.decoded() < frames {
         tokio::select! {
-            ended = &mut task => {
-                error = Some(match ended {
+            result = &mut task => {
+                ended = true;
+                error = Some(match result {
                     Ok(Err(e)) => crate::config::load::redact_text(&e.to_string()),
                     Ok(Ok(())) => "source stopped".into(),
                     Err(e) => format!("source task failed: {e}"),
@@ -83,7 +85,11 @@ pub async fn probe(camera: &CameraConfig, frames: u64, analysis_size: u32, timeo
         }
     }
     stop.store(true, Ordering::Relaxed);
-    task.abort();
+    if !ended {
+        task.abort();
+        // Awaited, so no session outlives the probe.
+        let _ = task.await;
+    }
     let count = sink.frames.load(Ordering::Relaxed);
     let elapsed_since_first = first.map(|f| started.elapsed().saturating_sub(f).as_secs_f64());
     ProbeReport {

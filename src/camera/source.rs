@@ -6,9 +6,10 @@
 
 use super::decode::{Decoder, Picture};
 use super::{Frame, FrameSink, SourceStats};
-use crate::config::CameraUrl;
+use crate::config::{CameraConfig, CameraUrl};
 use ffmpeg_next as ffmpeg;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,26 +120,54 @@ impl SourceContext {
     }
 }
 
-/// Starts the source for `camera` on the runtime; the task ends when the
-/// source fails or, for blocking sources, when `ctx.stop` is set.
-pub fn spawn_source(
-    camera: &crate::config::CameraConfig,
-    ctx: SourceContext,
-) -> tokio::task::JoinHandle<Result<(), SourceError>> {
-    let url = camera.url.clone();
-    let transport = camera.transport;
-    let realtime = camera.realtime;
-    tokio::spawn(async move {
-        match url.expose().split("://").next().unwrap_or("") {
-            "rtsp" | "rtsps" => run_rtsp(&url, transport, &ctx).await,
-            "file" => {
-                let path = file_path(url.expose());
-                blocking(move || run_file(&path, realtime, &ctx)).await
+/// What runs a camera's source: the seam between the camera actor and the
+/// world (moonfire's `Opener`). The actor owns the future it gets: it runs
+/// it as one task, and stopping means setting `ctx.stop` (for the blocking
+/// sources) and aborting that task, which drops the future and with it any
+/// RTSP session. Tests put a fake here.
+pub trait Opener: Send + Sync + 'static {
+    /// Runs `camera`'s source until it fails, `ctx.stop` is set, or the
+    /// future is dropped.
+    fn run(&self, camera: &CameraConfig, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>>;
+}
+
+/// The real sources, chosen by URL scheme. One per camera: it keeps the
+/// camera's RTSP [`SessionGroup`](retina::client::SessionGroup) across
+/// reconnects, so a new session waits (briefly) for the old one's teardown.
+#[derive(Default)]
+pub struct RealOpener {
+    sessions: Arc<retina::client::SessionGroup>,
+}
+
+/// How long a reconnect waits for the previous RTSP session's teardown. A
+/// hung server may never answer it; the wait is then cut short, and the
+/// server expires the session itself.
+const STALE_SESSION_WAIT: Duration = Duration::from_secs(2);
+
+impl Opener for RealOpener {
+    fn run(&self, camera: &CameraConfig, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
+        let url = camera.url.clone();
+        let transport = camera.transport;
+        let realtime = camera.realtime;
+        let sessions = self.sessions.clone();
+        Box::pin(async move {
+            match url.expose().split("://").next().unwrap_or("") {
+                "rtsp" | "rtsps" => {
+                    let stale = sessions.stale_sessions();
+                    if tokio::time::timeout(STALE_SESSION_WAIT, sessions.await_stale_sessions(&stale)).await.is_err() {
+                        tracing::debug!(camera = %ctx.camera, "previous RTSP session not torn down yet; connecting anyway");
+                    }
+                    run_rtsp(&url, transport, sessions, &ctx).await
+                }
+                "file" => {
+                    let path = file_path(url.expose());
+                    blocking(move || run_file(&path, realtime, &ctx)).await
+                }
+                "v4l2" => blocking(move || run_v4l2(&url, &ctx)).await,
+                other => Err(SourceError::Unsupported(format!("scheme `{other}`"))),
             }
-            "v4l2" => blocking(move || run_v4l2(&url, &ctx)).await,
-            other => Err(SourceError::Unsupported(format!("scheme `{other}`"))),
-        }
-    })
+        })
+    }
 }
 
 /// `file:///abs/path`, or `file://relative/path` from the working directory.
@@ -221,7 +250,10 @@ pub fn run_file(path: &Path, realtime: bool, ctx: &SourceContext) -> Result<(), 
 
 /// Sleeps until stream time `t` is due, in short steps so a stop is noticed.
 fn pace(start: Instant, t: f64, ctx: &SourceContext) {
-    let due = start + Duration::from_secs_f64(t.max(0.0));
+    // Stream timestamps are input: a hostile or broken file may carry any value.
+    let Some(due) = Duration::try_from_secs_f64(t.max(0.0)).ok().and_then(|d| start.checked_add(d)) else {
+        return;
+    };
     while !ctx.stopped() {
         let now = Instant::now();
         if now >= due {
@@ -278,15 +310,21 @@ pub enum RtspTransport {
 }
 
 /// `rtsp://`: describe, set up the first H.264/H.265 video stream, play, and
-/// decode on a dedicated thread until the stream fails or the task is dropped.
-pub async fn run_rtsp(url: &CameraUrl, transport: RtspTransport, ctx: &SourceContext) -> Result<(), SourceError> {
-    use retina::client::{PlayOptions, Session, SessionGroup, SessionOptions, SetupOptions, Transport};
+/// decode on a dedicated thread until the stream fails or the future is
+/// dropped (which tears the session down, tracked in `sessions`).
+pub async fn run_rtsp(
+    url: &CameraUrl,
+    transport: RtspTransport,
+    sessions: Arc<retina::client::SessionGroup>,
+    ctx: &SourceContext,
+) -> Result<(), SourceError> {
+    use retina::client::{PlayOptions, Session, SessionOptions, SetupOptions, Transport};
     use retina::codec::{CodecItem, ParametersRef};
 
     let (plain, creds) = split_credentials(url)?;
     let options = SessionOptions::default()
         .creds(creds)
-        .session_group(Arc::new(SessionGroup::default()))
+        .session_group(sessions)
         .user_agent(format!("smart-cctv/{}", env!("CARGO_PKG_VERSION")));
     let mut session = Session::describe(plain.clone(), options).await.map_err(|e| classify(url, e.to_string()))?;
     let (index, codec) = session
@@ -314,6 +352,10 @@ pub async fn run_rtsp(url: &CameraUrl, transport: RtspTransport, ctx: &SourceCon
     let worker = RtspDecodeThread::spawn(ctx.clone());
     let mut extradata: Option<Vec<u8>> = None;
     let clock_rate = demuxed.streams()[index].clock_rate_hz().max(1) as f64;
+    // After a lost or dropped packet, frames are skipped until the next
+    // keyframe: decoding from a broken reference smears the picture, which
+    // the motion gate and the detector would take for motion.
+    let mut resync = Resync::default();
     loop {
         if let Some(err) = worker.failure() {
             return Err(err);
@@ -331,12 +373,48 @@ pub async fn run_rtsp(url: &CameraUrl, transport: RtspTransport, ctx: &SourceCon
             let data = params.extra_data().to_vec();
             if extradata.as_ref() != Some(&data) {
                 extradata = Some(data.clone());
-                worker.send(RtspPacket::Parameters { codec, extradata: data });
+                // Parameters are never dropped for long: resend with the next frame.
+                if !worker.send(RtspPacket::Parameters { codec, extradata: data }) {
+                    extradata = None;
+                    resync.lost();
+                }
             }
         }
         ctx.stats.packet_seen();
+        if !resync.admit(frame.loss() > 0, frame.is_random_access_point()) {
+            metrics::counter!("smart_cctv_camera_frames_dropped_total", "camera" => ctx.camera.to_string(), "reason" => "waiting_for_keyframe")
+                .increment(1);
+            continue;
+        }
         let t = frame.timestamp().elapsed() as f64 / clock_rate;
-        worker.send(RtspPacket::Frame { data: frame.into_data(), t });
+        if !worker.send(RtspPacket::Frame { data: frame.into_data(), t }) {
+            resync.lost();
+        }
+    }
+}
+
+/// Whether a frame may go to the decoder: not after a loss until a keyframe.
+#[derive(Debug, Default)]
+pub struct Resync {
+    waiting: bool,
+}
+
+impl Resync {
+    /// `lost`: packets were lost before this frame; `keyframe`: it can be
+    /// decoded on its own.
+    pub fn admit(&mut self, lost: bool, keyframe: bool) -> bool {
+        if lost {
+            self.waiting = true;
+        }
+        if keyframe {
+            self.waiting = false;
+        }
+        !self.waiting
+    }
+
+    /// A frame was dropped after being admitted (the decoder was behind).
+    pub fn lost(&mut self) {
+        self.waiting = true;
     }
 }
 
@@ -411,11 +489,14 @@ impl RtspDecodeThread {
         Self { tx, failed, camera }
     }
 
-    fn send(&self, packet: RtspPacket) {
+    /// Queues a packet; `false` when it was dropped because the decoder is behind.
+    fn send(&self, packet: RtspPacket) -> bool {
         if self.tx.try_send(packet).is_err() {
             metrics::counter!("smart_cctv_camera_frames_dropped_total", "camera" => self.camera.to_string(), "reason" => "decoder_behind")
                 .increment(1);
+            return false;
         }
+        true
     }
 
     fn failure(&self) -> Option<SourceError> {
@@ -486,6 +567,24 @@ fn scale_still(rgb: image::RgbImage, analysis_size: u32) -> Picture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_a_loss_only_a_keyframe_resumes_decoding() {
+        let mut r = Resync::default();
+        assert!(r.admit(false, true));
+        assert!(r.admit(false, false));
+        // Lost packets before this frame: skip it and what follows...
+        assert!(!r.admit(true, false));
+        assert!(!r.admit(false, false));
+        // ...until a keyframe, which is decoded.
+        assert!(r.admit(false, true));
+        assert!(r.admit(false, false));
+        // A frame the decoder could not take counts as a loss too.
+        r.lost();
+        assert!(!r.admit(false, false));
+        // A keyframe that itself follows a loss is still a clean start.
+        assert!(r.admit(true, true));
+    }
 
     #[test]
     fn rate_limit_keeps_one_frame_per_interval() {

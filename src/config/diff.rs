@@ -33,6 +33,12 @@ impl Difference {
     pub fn is_empty(&self) -> bool {
         self.to_add.is_empty() && self.to_remove.is_empty() && self.to_change.is_empty()
     }
+
+    /// The way back (Vector's `flip`): what was added is removed, what was
+    /// removed is added, and what changed changes back.
+    pub fn flip(&self) -> Self {
+        Self { to_add: self.to_remove.clone(), to_remove: self.to_add.clone(), to_change: self.to_change.clone() }
+    }
 }
 
 /// The changes between the running config and a new one.
@@ -43,6 +49,10 @@ pub struct ConfigDiff {
     pub speakers: Difference,
     /// Top-level sections that changed and are applied as a whole.
     pub sections: Vec<&'static str>,
+    /// Children of the root that read the changed settings when they start,
+    /// and so are restarted to apply them (the rest read the running config
+    /// live). Every changed setting is applied one way or the other.
+    pub restart: Vec<&'static str>,
 }
 
 impl ConfigDiff {
@@ -74,6 +84,7 @@ impl ConfigDiff {
             }
         }
         Ok(Self {
+            restart: restarted_by(old, new),
             cameras: Difference::new(&old.cameras, &new.cameras, |c| &c.id),
             rules: Difference::new(&old.alert_rules, &new.alert_rules, |r| &r.name),
             speakers: Difference::new(&old.speakers, &new.speakers, |s| &s.id),
@@ -84,6 +95,34 @@ impl ConfigDiff {
     pub fn is_empty(&self) -> bool {
         self.cameras.is_empty() && self.rules.is_empty() && self.speakers.is_empty() && self.sections.is_empty()
     }
+}
+
+/// Which root children must restart to apply what changed between `old` and
+/// `new`. Retention, health and the log level are read live and need none.
+fn restarted_by(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut restart = Vec::new();
+    let (d_old, d_new) = (&old.processing.detection, &new.processing.detection);
+    // Model, size, device, threshold: the loader builds a new detector, which
+    // the workers pick up with their next frame.
+    let mut same_workers = d_new.clone();
+    same_workers.workers = d_old.workers;
+    if *d_old != same_workers {
+        restart.push("detector");
+    }
+    if d_old.workers != d_new.workers {
+        restart.push("inference");
+    }
+    // The motion gate and frame rate limits are set up with each camera.
+    if old.processing.motion != new.processing.motion || old.performance != new.performance {
+        restart.push("cameras");
+    }
+    // Email settings are the alerts actor's.
+    let mut same_level = new.monitoring.clone();
+    same_level.log_level = old.monitoring.log_level.clone();
+    if old.monitoring != same_level {
+        restart.push("alerts");
+    }
+    restart
 }
 
 impl std::fmt::Display for ConfigDiff {
@@ -101,6 +140,9 @@ impl std::fmt::Display for ConfigDiff {
         }
         if !self.sections.is_empty() {
             parts.push(format!("sections changed: {}", self.sections.join(", ")));
+        }
+        if !self.restart.is_empty() {
+            parts.push(format!("restarting: {}", self.restart.join(", ")));
         }
         f.write_str(&parts.join("; "))
     }
@@ -130,6 +172,35 @@ mod tests {
         assert_eq!(diff.cameras.to_remove, ["c"]);
         assert_eq!(diff.cameras.to_change, ["b"]);
         assert_eq!(diff.to_string(), "cameras added: d; cameras removed: c; cameras changed: b");
+    }
+
+    #[test]
+    fn each_changed_setting_restarts_what_reads_it() {
+        let old = Config::default();
+        let restart = |change: &dyn Fn(&mut Config)| {
+            let mut new = old.clone();
+            change(&mut new);
+            ConfigDiff::new(&old, &new).unwrap().restart
+        };
+        assert_eq!(restart(&|c| c.processing.detection.size = 320), ["detector"]);
+        assert_eq!(restart(&|c| c.processing.detection.confidence_threshold = 0.6), ["detector"]);
+        assert_eq!(restart(&|c| c.processing.detection.model = "yolov8s".into()), ["detector"]);
+        assert_eq!(restart(&|c| c.processing.detection.workers = 3), ["inference"]);
+        assert_eq!(restart(&|c| c.processing.motion.min_area = 0.2), ["cameras"]);
+        assert_eq!(restart(&|c| c.performance.frame_skip = 2), ["cameras"]);
+        assert_eq!(restart(&|c| c.monitoring.email_to = Some("a@b.test".into())), ["alerts"]);
+        assert!(restart(&|c| c.monitoring.log_level = "debug".into()).is_empty());
+        assert!(restart(&|c| c.retention.snapshots_days = 3).is_empty());
+    }
+
+    #[test]
+    fn a_flipped_difference_undoes_it() {
+        let d = Difference { to_add: vec!["a".into()], to_remove: vec!["b".into()], to_change: vec!["c".into()] };
+        let back = d.flip();
+        assert_eq!(
+            (back.to_add, back.to_remove, back.to_change),
+            (vec!["b".into()], vec!["a".into()], vec!["c".into()])
+        );
     }
 
     #[test]

@@ -67,9 +67,14 @@ pub struct LoadedConfig {
 pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
     let (text, source) = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { file: path.display().to_string(), source })?;
-            (text, path.display().to_string())
+            let file = path.display().to_string();
+            let text = super::limits::read(path).map_err(|e| match e {
+                super::limits::ReadError::Io(source) => ConfigError::Read { file: file.clone(), source },
+                super::limits::ReadError::Refused(problem) => {
+                    ConfigError::Invalid { file: file.clone(), problems: vec![problem] }
+                }
+            })?;
+            (text, file)
         }
         None => (EMBEDDED.to_owned(), "<embedded default>".to_owned()),
     };
@@ -96,9 +101,30 @@ pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
     Ok(LoadedConfig { config, source, warnings })
 }
 
+/// The stack of the thread that parses: the YAML loader recurses once per
+/// nesting level, and [`super::limits::MAX_DEPTH`] keeps it far below this.
+const PARSE_STACK_BYTES: usize = 16 << 20;
+
+/// Checks the text's shape, then parses it on a thread of its own with a
+/// known stack, so that whatever the parser does with hostile input, the
+/// caller (the main thread on SIGHUP) gets an error, not a crash.
+fn parse(text: &str) -> Result<Config, Problem> {
+    super::limits::check_shape(text)?;
+    let text = text.to_owned();
+    let parser = std::thread::Builder::new()
+        .name("config-parse".into())
+        .stack_size(PARSE_STACK_BYTES)
+        .spawn(move || std::panic::catch_unwind(|| parse_layered(&text)))
+        .map_err(|e| Problem::new("(file)", format!("cannot start the parser thread: {e}")))?;
+    match parser.join() {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) | Err(_) => Err(Problem::new("(syntax)", "the parser failed on this input; check its syntax")),
+    }
+}
+
 /// Layers the YAML text and the environment, then deserialises into the
 /// typed config, naming the key path of the first structural problem.
-fn parse(text: &str) -> Result<Config, Problem> {
+fn parse_layered(text: &str) -> Result<Config, Problem> {
     let layered = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Yaml))
         .add_source(

@@ -1,6 +1,8 @@
 //! `config.yaml`: what users of the old Python system know, typed and checked.
 //!
 //! - `model.rs`: the typed shape (`deny_unknown_fields` everywhere);
+//! - `limits.rs`: size, encoding, nesting and alias-expansion caps, checked
+//!   before any parser expands the file;
 //! - `load.rs`: the file, then `SMART_CCTV__SECTION__KEY` environment
 //!   overrides, layered with the `config` crate, and the embedded default;
 //! - `validate.rs`: every semantic problem, each with its key path;
@@ -8,6 +10,7 @@
 //! - `diff.rs`: what a reload changes.
 
 pub mod diff;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod secret;

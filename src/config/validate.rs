@@ -58,9 +58,33 @@ fn cameras(config: &Config, p: &mut Vec<Problem>) {
             if poly.len() < 3 {
                 p.push(Problem::new(format!("cameras[{i}].motion_masks[{j}]"), "a polygon needs at least 3 points"));
             }
+            points(&format!("cameras[{i}].motion_masks[{j}]"), poly, ZoneSpace::Image, p);
         }
         for (key, b) in [("backoff", &cam.backoff), ("auth_backoff", &cam.auth_backoff)] {
             backoff(&format!("cameras[{i}].{key}"), b, p);
+        }
+    }
+}
+
+/// The farthest a ground point may lie from the camera's origin, in metres.
+const MAX_GROUND_METRES: f32 = 10_000.0;
+
+/// Every point finite, and inside the analysed frame (image space) or within
+/// [`MAX_GROUND_METRES`] (ground space): drawing and point-in-polygon tests
+/// walk these coordinates.
+fn points(key: &str, points: &[[f32; 2]], space: ZoneSpace, p: &mut Vec<Problem>) {
+    let frame = crate::service::topology::ANALYSIS_SIZE as f32;
+    for (k, &[x, y]) in points.iter().enumerate() {
+        let fine = match space {
+            ZoneSpace::Image => (0.0..=frame).contains(&x) && (0.0..=frame).contains(&y),
+            ZoneSpace::Ground => x.abs() <= MAX_GROUND_METRES && y.abs() <= MAX_GROUND_METRES,
+        };
+        if !fine {
+            let bound = match space {
+                ZoneSpace::Image => format!("inside the analysed frame (0 to {frame} pixels)"),
+                ZoneSpace::Ground => format!("finite and within {MAX_GROUND_METRES} m of the origin"),
+            };
+            p.push(Problem::new(format!("{key}[{k}]"), format!("[{x}, {y}] must be {bound}")));
         }
     }
 }
@@ -166,6 +190,7 @@ fn rules(config: &Config, p: &mut Vec<Problem>) {
             if zone.points.len() < 3 {
                 p.push(Problem::new(format!("{key}.conditions.zones[{j}].points"), "a zone needs at least 3 points"));
             }
+            points(&format!("{key}.conditions.zones[{j}].points"), &zone.points, zone.space, p);
         }
         if let Some(schedule) = &c.schedule {
             for (j, day) in schedule.days.iter().enumerate() {

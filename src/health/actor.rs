@@ -51,6 +51,8 @@ pub enum HealthMsg {
     Pet,
     /// Collect: transitions to the store, disk use.
     Collect,
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
 /// How often transitions are handed to the store (disk use is read every
@@ -89,6 +91,7 @@ impl Actor for HealthActor {
         myself: ActorRef<HealthMsg>,
         args: HealthArgs,
     ) -> Result<HealthState, ActorProcessingErr> {
+        crate::faults::register("health", &myself, HealthMsg::Fault);
         let timers = vec![
             myself.send_interval(args.watchdog_interval, || HealthMsg::Pet),
             myself.send_interval(COLLECT_INTERVAL, || HealthMsg::Collect),
@@ -111,6 +114,7 @@ impl Actor for HealthActor {
         state: &mut HealthState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            HealthMsg::Fault(fault) => return fault.strike("health"),
             HealthMsg::Pet => pet(state).await,
             HealthMsg::Collect => {
                 let config = state.args.config.borrow().clone();

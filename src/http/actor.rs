@@ -28,6 +28,8 @@ pub struct HttpState {
 pub enum HttpMsg {
     /// The serve task ended on its own: the listener is broken.
     ServeEnded(String),
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -44,6 +46,7 @@ impl Actor for HttpServer {
     type Arguments = HttpArgs;
 
     async fn pre_start(&self, myself: ActorRef<HttpMsg>, args: HttpArgs) -> Result<HttpState, ActorProcessingErr> {
+        crate::faults::register("http", &myself, HttpMsg::Fault);
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -68,6 +71,7 @@ impl Actor for HttpServer {
     async fn handle(&self, _: ActorRef<HttpMsg>, msg: HttpMsg, _: &mut HttpState) -> Result<(), ActorProcessingErr> {
         match msg {
             HttpMsg::ServeEnded(why) => Err(format!("http server ended: {why}").into()),
+            HttpMsg::Fault(fault) => fault.strike("http"),
         }
     }
 

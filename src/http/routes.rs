@@ -24,16 +24,11 @@ pub struct ApiState {
     pub config: watch::Receiver<Arc<Config>>,
 }
 
-/// Set to `1` to enable test-only fault hooks (`/api/faults/...`); never in production.
-pub const FAULT_HOOKS_ENV: &str = "SMART_CCTV_FAULT_HOOKS";
-
 pub fn router(state: ApiState) -> Router {
-    let router = if std::env::var(FAULT_HOOKS_ENV).is_ok_and(|v| v == "1") {
-        tracing::warn!("{FAULT_HOOKS_ENV}=1: test-only fault hooks are enabled");
-        Router::new().route("/api/faults/stall", axum::routing::post(stall))
-    } else {
-        Router::new()
-    };
+    #[cfg(feature = "fault-injection")]
+    let router = crate::faults::routes::<ApiState>();
+    #[cfg(not(feature = "fault-injection"))]
+    let router = Router::new();
     router
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -174,20 +169,4 @@ async fn snapshot(State(state): State<ApiState>, axum::extract::Path(path): axum
         Ok(bytes) => ([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response(),
         Err(_) => error(StatusCode::NOT_FOUND, "no such snapshot"),
     }
-}
-
-/// `/api/faults/stall?seconds=N` (test-only): blocks every runtime worker
-/// thread for N seconds, as a wedged process would, so that tests can see
-/// the watchdog stop petting.
-async fn stall(axum::extract::Query(p): axum::extract::Query<std::collections::HashMap<String, String>>) -> Response {
-    let seconds: u64 = p.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(5).min(60);
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    tracing::warn!(seconds, workers, "fault hook: stalling the runtime");
-    // More blockers than workers, so that every worker ends up holding one;
-    // each blocks until the same moment, so a late one adds nothing.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
-    for _ in 0..workers * 2 {
-        tokio::spawn(async move { std::thread::sleep(until.saturating_duration_since(std::time::Instant::now())) });
-    }
-    Json(serde_json::json!({ "stalled_seconds": seconds, "workers": workers })).into_response()
 }

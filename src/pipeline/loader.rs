@@ -31,6 +31,8 @@ pub struct LoaderState {
 
 pub enum LoaderMsg {
     Load,
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
 const RETRY: Backoff =
@@ -46,6 +48,7 @@ impl Actor for DetectorLoader {
         myself: ActorRef<LoaderMsg>,
         args: LoaderArgs,
     ) -> Result<LoaderState, ActorProcessingErr> {
+        crate::faults::register("detector", &myself, LoaderMsg::Fault);
         args.board.set_component("detector", false, "loading", None);
         myself.cast(LoaderMsg::Load)?;
         Ok(LoaderState { args, attempt: 0 })
@@ -54,9 +57,12 @@ impl Actor for DetectorLoader {
     async fn handle(
         &self,
         myself: ActorRef<LoaderMsg>,
-        _: LoaderMsg,
+        msg: LoaderMsg,
         state: &mut LoaderState,
     ) -> Result<(), ActorProcessingErr> {
+        if let LoaderMsg::Fault(fault) = msg {
+            return fault.strike("detector");
+        }
         let config = state.args.config.clone();
         let size = state.args.size;
         let dir = state.args.models_dir.clone();

@@ -24,6 +24,8 @@ pub struct WorkerArgs {
 
 pub enum WorkerMsg {
     Next,
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
 impl Actor for InferenceWorker {
@@ -32,6 +34,7 @@ impl Actor for InferenceWorker {
     type Arguments = WorkerArgs;
 
     async fn pre_start(&self, myself: ActorRef<WorkerMsg>, args: WorkerArgs) -> Result<WorkerArgs, ActorProcessingErr> {
+        crate::faults::register(&format!("worker/{}", myself.get_id()), &myself, WorkerMsg::Fault);
         myself.cast(WorkerMsg::Next)?;
         Ok(args)
     }
@@ -39,9 +42,12 @@ impl Actor for InferenceWorker {
     async fn handle(
         &self,
         myself: ActorRef<WorkerMsg>,
-        _: WorkerMsg,
+        msg: WorkerMsg,
         state: &mut WorkerArgs,
     ) -> Result<(), ActorProcessingErr> {
+        if let WorkerMsg::Fault(fault) = msg {
+            return fault.strike("inference worker");
+        }
         let detector = state.detector.borrow().clone();
         let Some(detector) = detector else {
             // No model yet: leave frames to age out of the queue.

@@ -34,6 +34,8 @@ pub struct ResourceState {
 
 pub enum ResourceMsg {
     Tick,
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
 /// One sample of this process.
@@ -78,6 +80,7 @@ impl Actor for ResourceActor {
         myself: ActorRef<ResourceMsg>,
         args: ResourceArgs,
     ) -> Result<ResourceState, ActorProcessingErr> {
+        crate::faults::register("resources", &myself, ResourceMsg::Fault);
         let timer = myself.send_interval(TICK, || ResourceMsg::Tick);
         Ok(ResourceState {
             args,
@@ -92,9 +95,12 @@ impl Actor for ResourceActor {
     async fn handle(
         &self,
         _: ActorRef<ResourceMsg>,
-        _: ResourceMsg,
+        msg: ResourceMsg,
         state: &mut ResourceState,
     ) -> Result<(), ActorProcessingErr> {
+        if let ResourceMsg::Fault(fault) = msg {
+            return fault.strike("resources");
+        }
         let config = state.args.config.borrow().clone();
         if state.last_sample.is_some_and(|t| t.elapsed() < config.health.interval) {
             return Ok(());

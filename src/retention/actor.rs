@@ -35,6 +35,8 @@ pub struct RetentionState {
 
 pub enum RetentionMsg {
     Tick,
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
 const TICK: Duration = Duration::from_secs(1);
@@ -55,6 +57,7 @@ impl Actor for RetentionActor {
         myself: ActorRef<RetentionMsg>,
         args: RetentionArgs,
     ) -> Result<RetentionState, ActorProcessingErr> {
+        crate::faults::register("retention", &myself, RetentionMsg::Fault);
         let timer = myself.send_interval(TICK, || RetentionMsg::Tick);
         let _ = myself.cast(RetentionMsg::Tick);
         Ok(RetentionState { args, last_pass: None, last_check: None, in_pressure: false, timer })
@@ -63,9 +66,12 @@ impl Actor for RetentionActor {
     async fn handle(
         &self,
         _: ActorRef<RetentionMsg>,
-        _: RetentionMsg,
+        msg: RetentionMsg,
         state: &mut RetentionState,
     ) -> Result<(), ActorProcessingErr> {
+        if let RetentionMsg::Fault(fault) = msg {
+            return fault.strike("retention");
+        }
         let config = state.args.config.borrow().clone();
         if state.last_check.is_some_and(|t| t.elapsed() < config.health.interval) {
             return Ok(());

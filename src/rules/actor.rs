@@ -26,6 +26,8 @@ pub struct RuleArgs {
 
 pub enum RuleMsg {
     Frame(Arc<TrackedFrame>),
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
 impl Actor for RuleActor {
@@ -35,6 +37,7 @@ impl Actor for RuleActor {
 
     async fn pre_start(&self, myself: ActorRef<RuleMsg>, args: RuleArgs) -> Result<RuleEngine, ActorProcessingErr> {
         ractor::pg::join(RULES_GROUP.to_owned(), vec![myself.get_cell()]);
+        crate::faults::register(&format!("rule/{}", args.rule.name), &myself, RuleMsg::Fault);
         Ok(RuleEngine::new(args.rule, args.calibrations))
     }
 
@@ -44,7 +47,10 @@ impl Actor for RuleActor {
         msg: RuleMsg,
         engine: &mut RuleEngine,
     ) -> Result<(), ActorProcessingErr> {
-        let RuleMsg::Frame(tracked) = msg;
+        let tracked = match msg {
+            RuleMsg::Frame(tracked) => tracked,
+            RuleMsg::Fault(fault) => return fault.strike(&format!("rule/{}", engine.rule.name)),
+        };
         let frame = &tracked.frame;
         let local = DateTime::<Local>::from(frame.captured).naive_local();
         let Some(firing) = engine.evaluate(&frame.camera, &tracked.tracks, frame.captured_at, local) else {

@@ -127,7 +127,7 @@ pub async fn run(opts: ServiceOptions) -> Result<i32, ServiceError> {
     notify(sd_notify::NotifyState::Ready);
     tracing::info!("ready");
 
-    let mut reloader = Reloader::new(opts.clone(), config_tx, logging, components);
+    let mut reloader = Reloader::new(opts.clone(), config_tx, logging, components, root.clone());
     let failed = loop {
         tokio::select! {
             _ = hangups.recv() => reloader.reload().await,

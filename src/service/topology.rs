@@ -189,6 +189,9 @@ pub fn camera_spec(
     // calibration use them, and the detector letterboxes them itself.
     let analysis_size = ANALYSIS_SIZE;
     let id = camera.id.clone();
+    // One opener per camera spec: restarts of the actor keep its RTSP
+    // session group, so they too wait for a stale session's teardown.
+    let opener: Arc<dyn crate::camera::source::Opener> = Arc::new(crate::camera::source::RealOpener::default());
     let start: StartFn = Arc::new(move |parent| {
         let args = CameraArgs {
             config: camera.clone(),
@@ -196,6 +199,7 @@ pub fn camera_spec(
             analysis_size,
             sink: sink.clone(),
             board: board.clone(),
+            opener: opener.clone(),
         };
         Box::pin(async move { Ok(Actor::spawn_linked(None, CameraActor, args, parent).await?.0.get_cell()) })
     });

@@ -37,6 +37,8 @@ pub enum SpeakerMsg {
     Lost(u64, String),
     Play(PlayRequest),
     Played,
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
 pub struct SpeakerState {
@@ -142,6 +144,7 @@ impl Actor for SpeakerActor {
         args: SpeakerArgs,
     ) -> Result<SpeakerState, ActorProcessingErr> {
         ractor::pg::join(SPEAKERS_GROUP.to_owned(), vec![myself.get_cell()]);
+        crate::faults::register(&format!("speaker/{}", args.config.id), &myself, SpeakerMsg::Fault);
         let quiet =
             args.config.quiet_hours.as_ref().map(|h| {
                 Schedule::from_config(&crate::config::ScheduleConfig { days: vec![], hours: Some(h.clone()) })
@@ -169,6 +172,7 @@ impl Actor for SpeakerActor {
         state: &mut SpeakerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            SpeakerMsg::Fault(fault) => return fault.strike("speaker"),
             SpeakerMsg::Connect => state.connect(&myself),
             SpeakerMsg::Connected(generation, result) if generation == state.generation => match result {
                 Ok(player) => {

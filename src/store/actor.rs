@@ -53,6 +53,8 @@ pub enum StoreMsg {
     /// Deletes up to N records older than a Unix-microsecond time from every
     /// table; answers the count per table.
     DeleteBefore(i64, usize, Reply<Vec<(&'static str, usize)>>),
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
 /// When the last commit succeeded, Unix milliseconds (0: none yet).
@@ -83,7 +85,8 @@ impl Actor for StoreActor {
     type State = StoreState;
     type Arguments = StoreArgs;
 
-    async fn pre_start(&self, _: ActorRef<StoreMsg>, args: StoreArgs) -> Result<StoreState, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<StoreMsg>, args: StoreArgs) -> Result<StoreState, ActorProcessingErr> {
+        crate::faults::register("store", &myself, StoreMsg::Fault);
         let path = args.path.clone();
         // Ready means able to write: a full disk fails here, and the
         // supervisor tries again after its backoff.
@@ -115,7 +118,14 @@ impl Actor for StoreActor {
         msg: StoreMsg,
         state: &mut StoreState,
     ) -> Result<(), ActorProcessingErr> {
+        // A test-only fault holds writes back, as a dying disk would.
+        if let Some(until) = crate::faults::store_blocked_until()
+            && matches!(msg, StoreMsg::Append(..) | StoreMsg::Submit(_) | StoreMsg::Flush)
+        {
+            tokio::time::sleep_until(until.into()).await;
+        }
         match msg {
+            StoreMsg::Fault(fault) => return fault.strike("store"),
             StoreMsg::Append(record, reply) => queue(state, &myself, record, Some(reply)).await?,
             StoreMsg::Submit(record) => queue(state, &myself, record, None).await?,
             StoreMsg::Flush => {

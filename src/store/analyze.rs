@@ -70,6 +70,7 @@ mod tests {
             .timestamp_micros();
         let hour = 3_600_000_000i64;
         let alert = |t: i64, rule: &str, camera: &str| AlertRecord {
+            id: String::new(),
             time_us: t,
             rule: rule.into(),
             camera: camera.into(),

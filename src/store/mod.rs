@@ -73,6 +73,56 @@ pub(crate) fn key(time_us: i64) -> u128 {
     ((time_us.max(0) as u128) << 16) | SEQUENCE.fetch_add(1, Ordering::Relaxed) as u128
 }
 
+/// Inserts an alert with id `id` unless it is already stored. Its key is in
+/// the block of its capture microsecond (`time << 16`), starting at a slot
+/// taken from the id and probing onwards past other alerts of the same
+/// microsecond, so a retry of the same id always finds its earlier copy.
+fn insert_once(
+    table: &mut redb::Table<'_, u128, &[u8]>,
+    time_us: i64,
+    id: &str,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: String,
+    }
+    let block = (time_us.max(0) as u128) << 16;
+    let start = id.bytes().fold(0u16, |h, b| h.rotate_left(5) ^ u16::from(b));
+    for step in 0..=u16::MAX {
+        let slot = block | u128::from(start.wrapping_add(step));
+        let taken_by = table
+            .get(slot)
+            .map_err(io)?
+            .map(|value| serde_json::from_slice::<IdOnly>(value.value()).map(|r| r.id).unwrap_or_default());
+        match taken_by {
+            None => {
+                table.insert(slot, bytes).map_err(io)?;
+                return Ok(());
+            }
+            Some(stored) if stored == id => return Ok(()),
+            Some(_) => continue,
+        }
+    }
+    Err(StoreError::Io(format!("no free key for alert {id}: 65536 alerts in one microsecond")))
+}
+
+/// A file whose first page is all zeros was never given a header: a
+/// creation cut short (by a full disk, or a crash) left it. It holds no
+/// records; it is renamed aside (`*.unfinished`), so the store can be created.
+fn set_aside_unfinished(path: &Path) {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else { return };
+    let mut head = [0u8; 4096];
+    let Ok(n) = file.read(&mut head) else { return };
+    if head[..n].iter().all(|b| *b == 0) {
+        let aside = path.with_extension("redb.unfinished");
+        tracing::warn!("{} was never finished (no header); moving it to {}", path.display(), aside.display());
+        let _ = std::fs::rename(path, aside);
+    }
+}
+
 /// An open store.
 pub struct Store {
     db: Database,
@@ -107,9 +157,20 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Open { path: shown.clone(), reason: e.to_string() })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: shown.clone() },
-            other => StoreError::Open { path: shown.clone(), reason: format!("not a readable event store: {other}") },
+        set_aside_unfinished(path);
+        let existed = path.exists();
+        let db = Database::create(path).map_err(|e| {
+            // A database this call began (on a full disk, say) has no header:
+            // it would be refused as "not a redb database" from then on.
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: shown.clone() },
+                other => {
+                    StoreError::Open { path: shown.clone(), reason: format!("not a readable event store: {other}") }
+                }
+            }
         })?;
         let store = Self { db, path: path.to_owned() };
         store.init_schema()?;
@@ -159,7 +220,14 @@ impl Store {
                     Some(table) => table,
                     slot => slot.insert(txn.open_table(RECORD_TABLES[index]).map_err(io)?),
                 };
-                table.insert(key(time_us), bytes.as_slice()).map_err(io)?;
+                match record {
+                    Record::Alert(alert) if !alert.id.is_empty() => {
+                        insert_once(table, time_us, &alert.id, &bytes)?;
+                    }
+                    _ => {
+                        table.insert(key(time_us), bytes.as_slice()).map_err(io)?;
+                    }
+                }
             }
         }
         txn.commit().map_err(io)
@@ -286,6 +354,7 @@ impl Store {
 #[cfg(test)]
 pub(crate) fn test_alert(time_us: i64, camera: &str) -> AlertRecord {
     AlertRecord {
+        id: String::new(),
         time_us,
         rule: "r".into(),
         camera: camera.into(),
@@ -300,6 +369,47 @@ pub(crate) fn test_alert(time_us: i64, camera: &str) -> AlertRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_whose_creation_was_cut_short_is_set_aside_and_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        // What a full disk leaves: pages reserved, no header written.
+        std::fs::write(&path, vec![0u8; 73_728]).unwrap();
+        let store = Store::open(&path).unwrap();
+        store.append(&[Record::Alert(test_alert(1, "a"))]).unwrap();
+        assert!(dir.path().join("events.redb.unfinished").is_file());
+        // A real database that is damaged is not touched: it is an error.
+        drop(store);
+        let other = dir.path().join("other.redb");
+        std::fs::write(&other, b"not a database at all, and not zeros").unwrap();
+        assert!(Store::open(&other).is_err());
+        assert!(other.is_file() && !dir.path().join("other.redb.unfinished").exists());
+    }
+
+    #[test]
+    fn an_alert_written_twice_is_stored_once_and_same_time_alerts_all_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(FILE)).unwrap();
+        let with_id = |id: &str, rule: &str| {
+            Record::Alert(AlertRecord { id: id.into(), rule: rule.into(), ..test_alert(5, "a") })
+        };
+        // A retry after a timeout: the same id again, alone and in a batch.
+        store.append(&[with_id("0192-a", "r1")]).unwrap();
+        store.append(&[with_id("0192-a", "r1"), with_id("0192-b", "r2")]).unwrap();
+        store.append(&[with_id("0192-b", "r2")]).unwrap();
+        // Many alerts of the same microsecond (rules on one frame), each kept.
+        let many: Vec<Record> = (0..300).map(|i| with_id(&format!("id-{i}"), "r3")).collect();
+        store.append(&many).unwrap();
+        store.append(&many[..50]).unwrap();
+        let stored = store.alerts(&Query::default()).unwrap();
+        assert_eq!(stored.len(), 302);
+        let ids: std::collections::HashSet<&str> = stored.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids.len(), 302, "an id is stored twice");
+        // Old records without ids are still appended as before.
+        store.append(&[Record::Alert(test_alert(6, "a")), Record::Alert(test_alert(6, "a"))]).unwrap();
+        assert_eq!(store.alerts(&Query::default()).unwrap().len(), 304);
+    }
 
     #[test]
     fn alerts_round_trip_in_time_order_and_filter() {

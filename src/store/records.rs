@@ -7,6 +7,11 @@ use std::time::{Duration, SystemTime};
 /// One alert as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertRecord {
+    /// Given when the alert is raised (UUIDv7), so that writing it again
+    /// after a timed-out attempt stores it once. Empty for alerts stored
+    /// before ids existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     /// Capture time, Unix microseconds.
     pub time_us: i64,
     pub rule: String,

@@ -19,7 +19,7 @@ pub mod spec;
 pub mod supervisor;
 
 pub use policy::{PolicyError, SupervisionPolicy};
-pub use spec::{Backoff, ChildSpec, Intensity, Restart, RestartWindow, StartFn, Strategy};
+pub use spec::{Backoff, ChildSpec, Intensity, Restart, RestartWindow, StartFailure, StartFn, Strategy};
 pub use supervisor::{ChildReport, Supervisor, SupervisorArgs, SupervisorMsg};
 
 #[cfg(test)]

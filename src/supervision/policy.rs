@@ -14,10 +14,12 @@
 //! [[root.children]]                # started in this order, stopped in reverse
 //! id = "health"
 //! ```
+//! `on_start_failure = "retry"` lets a child that cannot start at first be
+//! retried in the background while its siblings run (default `"fail"`).
 //! A child may itself be a supervisor: give it a `[root.children.supervisor]`
 //! table with the same keys as `[root]`. Every error names its key path.
 
-use super::spec::{Backoff, ChildSpec, Intensity, Restart, StartFn, Strategy};
+use super::spec::{Backoff, ChildSpec, Intensity, Restart, StartFailure, StartFn, Strategy};
 use crate::base::duration;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -77,6 +79,8 @@ struct RawChild {
     #[serde(default, with = "duration::option")]
     reset_after: Option<Duration>,
     backoff: Option<RawBackoff>,
+    #[serde(default)]
+    on_start_failure: StartFailure,
     supervisor: Option<RawSupervisor>,
 }
 
@@ -115,6 +119,7 @@ pub struct ChildPolicy {
     pub backoff: Backoff,
     pub shutdown: Duration,
     pub reset_after: Duration,
+    pub on_start_failure: StartFailure,
     pub supervisor: Option<SupervisorPolicy>,
 }
 
@@ -235,6 +240,7 @@ impl ChildPolicy {
             backoff: self.backoff,
             shutdown: self.shutdown,
             reset_after: self.reset_after,
+            on_start_failure: self.on_start_failure,
             start,
         }
     }
@@ -331,6 +337,7 @@ fn build_supervisor(
                 },
                 shutdown,
                 reset_after: c.reset_after.unwrap_or(defaults.reset_after),
+                on_start_failure: c.on_start_failure,
                 supervisor: c
                     .supervisor
                     .as_ref()

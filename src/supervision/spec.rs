@@ -35,6 +35,20 @@ pub enum Restart {
     Temporary,
 }
 
+/// What a supervisor does when a child cannot start at all when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFailure {
+    /// The supervisor fails too (OTP's rule): for what the service cannot
+    /// exist without.
+    #[default]
+    Fail,
+    /// The supervisor starts the rest and keeps trying this one after its
+    /// backoff, showing it as down meanwhile: for what the alarm does not
+    /// need in order to sound (the store, the detector, speakers).
+    Retry,
+}
+
 /// Capped exponential backoff with jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Backoff {
@@ -128,6 +142,8 @@ pub struct ChildSpec {
     pub shutdown: Duration,
     /// A child that ran this long without failing starts its backoff over.
     pub reset_after: Duration,
+    /// When it cannot start as its supervisor starts.
+    pub on_start_failure: StartFailure,
     pub start: StartFn,
 }
 
@@ -155,6 +171,7 @@ impl ChildSpec {
             backoff: Backoff::default(),
             shutdown: Duration::from_secs(5),
             reset_after: Duration::from_secs(60),
+            on_start_failure: StartFailure::Fail,
             start: Arc::new(move |sup| Box::pin(start(sup))),
         }
     }

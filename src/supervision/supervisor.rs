@@ -6,7 +6,7 @@
 //! end a backoff, and requests to add, remove or list children.
 //! Outputs: transitions on the [`HealthBoard`] and restart metrics.
 
-use super::spec::{ChildSpec, Intensity, Restart, RestartWindow, Strategy};
+use super::spec::{ChildSpec, Intensity, Restart, RestartWindow, StartFailure, Strategy};
 use crate::base::clock::Clock;
 use crate::health::{ChildState, HealthBoard};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -43,6 +43,10 @@ pub enum SupervisorMsg {
     StartChild(ChildSpec, RpcReplyPort<Result<(), String>>),
     /// Stops a child and forgets it. Answers whether it existed.
     StopChild(String, RpcReplyPort<bool>),
+    /// Stops a child and starts it again from its spec (which reads the
+    /// configuration afresh): how a reload applies a changed section.
+    /// Answers whether it started; if not, it is retried after its backoff.
+    RestartChild(String, RpcReplyPort<Result<(), String>>),
     /// Lists the children; also serves as a liveness ping for the watchdog.
     Children(RpcReplyPort<Vec<ChildReport>>),
 }
@@ -119,6 +123,10 @@ impl SupervisorState {
 
     async fn start_child(&mut self, myself: &ActorCell, idx: usize) -> Result<(), String> {
         self.set_state(idx, ChildState::Starting, None);
+        let path = self.child_path(&self.children[idx].spec.id);
+        if crate::faults::take_start_failure(&path) {
+            return Err(format!("start failed: injected start failure of {path}"));
+        }
         let start = self.children[idx].spec.start.clone();
         match start(myself.clone()).await {
             Ok(cell) => {
@@ -244,6 +252,20 @@ impl SupervisorState {
         Ok(())
     }
 
+    /// Child `idx` has never started: try again after its backoff, without
+    /// counting towards the restart intensity (nothing was running to
+    /// restart, so nothing is crash-looping).
+    fn retry_start(&mut self, myself: &ActorRef<SupervisorMsg>, idx: usize, reason: String) {
+        let child = &mut self.children[idx];
+        child.attempt += 1;
+        let delay = child.spec.backoff.delay(child.attempt, fastrand::f64());
+        let token = self.next_token;
+        self.next_token += 1;
+        self.children[idx].pending = Some(token);
+        self.set_state(idx, ChildState::Backoff, Some(reason));
+        myself.send_after(delay, move || SupervisorMsg::Restart { token });
+    }
+
     /// Stops everything and reports the failure upwards.
     async fn escalate(&mut self, reason: &str) -> ActorProcessingErr {
         let message = format!(
@@ -271,6 +293,12 @@ impl SupervisorState {
                 self.children[idx].pending = None;
                 if let Err(reason) = self.start_child(&myself.get_cell(), idx).await {
                     tracing::warn!(child = %self.child_path(&self.children[idx].spec.id), %reason, "restart failed");
+                    if self.children[idx].starts == 0 && self.children[idx].spec.on_start_failure == StartFailure::Retry
+                    {
+                        self.retry_start(myself, idx, reason);
+                        idx += 1;
+                        continue;
+                    }
                     return self.schedule_restart(myself, idx, reason).await;
                 }
             }
@@ -313,10 +341,17 @@ impl Actor for Supervisor {
             state.mark(idx, ChildState::Starting, None);
         }
         // As in OTP, a child that cannot start at all fails its supervisor:
-        // there is no earlier good state to return to.
+        // there is no earlier good state to return to. Unless its policy says
+        // to retry: then it waits out its backoff, shown as down, while the
+        // rest of the tree runs (a full disk at boot must not stop the cameras).
         for idx in 0..state.children.len() {
             if let Err(reason) = state.start_child(&myself.get_cell(), idx).await {
                 let id = state.children[idx].spec.id.clone();
+                if state.children[idx].spec.on_start_failure == StartFailure::Retry {
+                    tracing::warn!(child = %state.child_path(&id), %reason, "cannot start yet; retrying in the background");
+                    state.retry_start(&myself, idx, reason);
+                    continue;
+                }
                 state.set_state(idx, ChildState::Failed, Some(reason.clone()));
                 state.stop_all(ChildState::Stopped).await;
                 return Err(format!("{}: child {id}: {reason}", state.path).into());
@@ -367,6 +402,23 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Children(reply) => {
                 let _ = reply.send(state.report());
+            }
+            SupervisorMsg::RestartChild(id, reply) => {
+                let Some(idx) = state.children.iter().position(|c| c.spec.id == id) else {
+                    let _ = reply.send(Err(format!("{}: no child {id}", state.path)));
+                    return Ok(());
+                };
+                state.children[idx].pending = None;
+                state.stop_child(idx).await;
+                match state.start_child(&myself.get_cell(), idx).await {
+                    Ok(()) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(reason) => {
+                        let _ = reply.send(Err(reason.clone()));
+                        state.schedule_restart(&myself, idx, reason).await?;
+                    }
+                }
             }
         }
         Ok(())

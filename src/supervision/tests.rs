@@ -408,3 +408,68 @@ proptest! {
 async fn next(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
     tokio::time::timeout(Duration::from_secs(60), events.recv()).await.unwrap().unwrap()
 }
+
+/// A child whose first `failures` starts fail (a disk that is full at boot).
+fn flaky(id: &'static str, failures: u32, policy: StartFailure, events: &mpsc::UnboundedSender<Event>) -> ChildSpec {
+    let tries = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let events = events.clone();
+    let mut spec = ChildSpec::new(id, Restart::Permanent, move |sup| {
+        let (events, tries) = (events.clone(), tries.clone());
+        async move {
+            if tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < failures {
+                return Err(ractor::SpawnErr::StartupFailed("no space left on device".into()));
+            }
+            let (actor, _) = Actor::spawn_linked(
+                Some(format!("probe-{id}-{}", fastrand::u64(..))),
+                Probe,
+                ProbeArgs { id, events },
+                sup,
+            )
+            .await?;
+            Ok(actor.get_cell())
+        }
+    });
+    spec.backoff =
+        Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(8), multiplier: 2.0, jitter: 0.0 };
+    spec.on_start_failure = policy;
+    spec
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_that_may_retry_its_start_lets_the_others_run_until_it_starts() {
+    // `store` cannot start three times; `cameras`, after it, runs meanwhile.
+    let mut tree = start_tree(Strategy::OneForOne, 1, |tx| {
+        vec![
+            flaky("store", 3, StartFailure::Retry, tx),
+            probe("cameras", Restart::Permanent, tx, Duration::from_secs(1)),
+        ]
+    })
+    .await;
+    tree.expect(&[Event::Started("cameras")]).await;
+    let snapshot = tree.board.snapshot();
+    assert_eq!(snapshot["root/store"].state, ChildState::Backoff, "{snapshot:?}");
+    assert!(snapshot["root/store"].last_error.as_deref().is_some_and(|e| e.contains("no space")));
+    // Backoffs of 1, 2 and 4 s: the fourth try starts it. Start retries do
+    // not count as restarts, so the intensity of 1 is not exceeded.
+    let t0 = Instant::now();
+    tree.expect(&[Event::Started("store")]).await;
+    assert_eq!(t0.elapsed(), Duration::from_secs(7));
+    assert_eq!(tree.board.snapshot()["root/store"].state, ChildState::Up);
+    assert!(tree.escalations.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_that_must_start_fails_the_supervisor_when_it_cannot() {
+    let (tx, _events) = mpsc::unbounded_channel();
+    let args = SupervisorArgs {
+        path: "root".into(),
+        strategy: Strategy::OneForOne,
+        intensity: Intensity { max_restarts: 5, period: Duration::from_secs(10) },
+        children: vec![flaky("http", 1, StartFailure::Fail, &tx)],
+        board: HealthBoard::new(),
+        clock: tokio_clock(),
+        on_escalate: None,
+    };
+    let err = Actor::spawn(None, Supervisor, args).await.expect_err("the start fails");
+    assert!(err.to_string().contains("child http"), "{err}");
+}

@@ -32,6 +32,8 @@ pub struct TrackerState {
 
 pub enum TrackerMsg {
     Detections(Box<Detections>),
+    /// Fail as asked: sent only by the test-only fault routes (`faults.rs`).
+    Fault(crate::faults::Fault),
 }
 
 /// Hands detections to the tracker actor, wherever it currently runs.
@@ -58,7 +60,12 @@ impl Actor for TrackerActor {
     type State = TrackerState;
     type Arguments = TrackerArgs;
 
-    async fn pre_start(&self, _: ActorRef<TrackerMsg>, args: TrackerArgs) -> Result<TrackerState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TrackerMsg>,
+        args: TrackerArgs,
+    ) -> Result<TrackerState, ActorProcessingErr> {
+        crate::faults::register("tracker", &myself, TrackerMsg::Fault);
         Ok(TrackerState { args, trackers: HashMap::new() })
     }
 
@@ -68,7 +75,10 @@ impl Actor for TrackerActor {
         msg: TrackerMsg,
         state: &mut TrackerState,
     ) -> Result<(), ActorProcessingErr> {
-        let TrackerMsg::Detections(d) = msg;
+        let d = match msg {
+            TrackerMsg::Detections(d) => d,
+            TrackerMsg::Fault(fault) => return fault.strike("tracker"),
+        };
         let camera = d.frame.camera.clone();
         let calibration = state.args.calibrations.get(&*camera);
         let settings = &state.args.settings;

@@ -4,7 +4,6 @@
 
 use crate::support::*;
 use crate::testbed::RtspServer;
-use crate::{fixtures_or_skip, testbed_or_skip};
 use smart_cctv::camera::source::{SourceContext, run_file};
 use smart_cctv::camera::{Frame, FrameSink, SourceStats};
 use smart_cctv::detect::{DecodeOptions, Detector, DetectorOptions};
@@ -14,6 +13,13 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+crate::tests![
+    tracker_keeps_ids_across_the_walking_clip needs [RealFixtures],
+    calibrate_fits_reports_and_refuses_degenerate_points,
+    a_person_on_rtsp_becomes_an_alert_a_snapshot_and_an_email needs [RealFixtures, RtspServer],
+    reloading_one_rule_keeps_the_other_rules_cooldown needs [RealFixtures],
+];
 
 struct Collect(Mutex<Vec<Frame>>, Arc<AtomicBool>);
 
@@ -27,9 +33,8 @@ impl FrameSink for Collect {
     }
 }
 
-#[test]
 fn tracker_keeps_ids_across_the_walking_clip() {
-    let fixtures = fixtures_or_skip!();
+    let fixtures = crate::fixtures::real();
     let stop = Arc::new(AtomicBool::new(false));
     let sink = Arc::new(Collect(Mutex::new(Vec::new()), stop.clone()));
     let ctx = SourceContext {
@@ -78,7 +83,6 @@ fn tracker_keeps_ids_across_the_walking_clip() {
     assert!(seen.len() >= 5, "the clip shows at least 5 people, got {} tracks", seen.len());
 }
 
-#[test]
 fn calibrate_fits_reports_and_refuses_degenerate_points() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
@@ -175,12 +179,10 @@ impl Drop for SmtpServer {
     }
 }
 
-#[test]
 fn a_person_on_rtsp_becomes_an_alert_a_snapshot_and_an_email() {
-    let fixtures = fixtures_or_skip!();
-    let testbed = testbed_or_skip!();
+    let fixtures = crate::fixtures::real();
     let clip = fixtures.join("video/people_walking_640x480_15fps_10s.mp4");
-    let server = RtspServer::start(&testbed, free_port(), Some("admin:pw"), &[&format!("cam={}", clip.display())]);
+    let server = RtspServer::start(free_port(), Some("admin:pw"), &[&format!("cam={}", clip.display())]);
     let smtp = SmtpServer::start();
     let config = format!(
         "cameras:\n  - id: walkway\n    url: \"{}\"\nprocessing:\n  detection:\n    model: {}\n    size: 320\n\
@@ -212,9 +214,8 @@ fn a_person_on_rtsp_becomes_an_alert_a_snapshot_and_an_email() {
 
 /// A reload that changes one rule restarts only that rule: the other keeps
 /// its cooldown and does not alert again.
-#[test]
 fn reloading_one_rule_keeps_the_other_rules_cooldown() {
-    let fixtures = fixtures_or_skip!();
+    let fixtures = crate::fixtures::real();
     let config = |b_confidence: f64| {
         format!(
             "cameras:\n  - id: walk\n    url: file://{}\nprocessing:\n  detection:\n    model: {}\n    size: 320\n\

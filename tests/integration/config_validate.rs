@@ -1,10 +1,24 @@
 //! `smart-cctv config validate` on a table of broken configs: each names the
-//! right key path, exits 2, and never prints the camera password.
+//! right key path, exits 2, and never prints the camera password; hostile
+//! files (alias bombs, deep nesting, huge numbers, garbage) are refused by
+//! `config validate` and by a running service's reload alike.
 
 use crate::support::*;
 use std::process::Command;
+use std::time::Duration;
 
 const PASSWORD: &str = "Sup3r-s3cret";
+
+crate::tests![
+    valid_config_passes,
+    the_shipped_config_is_valid,
+    broken_configs_name_the_key_path,
+    every_problem_is_reported_at_once,
+    environment_overrides_the_file,
+    systemd_unit_matches_the_service_contract,
+    hostile_configs_are_refused_with_the_key_or_the_limit,
+    a_running_service_refuses_hostile_reloads_and_keeps_its_config,
+];
 
 /// A valid config with one password-protected camera, to which each case adds
 /// or changes something.
@@ -27,7 +41,6 @@ fn validate(text: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-#[test]
 fn valid_config_passes() {
     let (code, out) = validate(&base());
     assert_eq!(code, 0, "{out}");
@@ -35,7 +48,6 @@ fn valid_config_passes() {
     assert!(!out.contains(PASSWORD));
 }
 
-#[test]
 fn the_shipped_config_is_valid() {
     let out = Command::new(BIN).args(["config", "validate"]).arg(repo_file("config/config.yaml")).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
@@ -45,7 +57,6 @@ fn the_shipped_config_is_valid() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
-#[test]
 fn broken_configs_name_the_key_path() {
     let cam = |extra: &str| format!("{}{extra}", base());
     let second_cam = |yaml: &str| format!("{}  - {yaml}\n", base());
@@ -155,7 +166,6 @@ fn broken_configs_name_the_key_path() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-#[test]
 fn every_problem_is_reported_at_once() {
     let text = format!(
         "{}processing:\n  detection:\n    confidence_threshold: 0\n    device: tpu\nhttp:\n  listen: nowhere\n",
@@ -169,7 +179,6 @@ fn every_problem_is_reported_at_once() {
     assert!(out.contains("3 problem(s)"), "{out}");
 }
 
-#[test]
 fn environment_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
@@ -186,7 +195,6 @@ fn environment_overrides_the_file() {
 
 /// The unit must keep the contract the service implements: notify, watchdog,
 /// reload by SIGHUP, restart on failure but not on a bad config.
-#[test]
 fn systemd_unit_matches_the_service_contract() {
     let unit = std::fs::read_to_string(repo_file("ops/smart-cctv.service")).unwrap();
     let keys: Vec<&str> = unit.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
@@ -198,4 +206,115 @@ fn systemd_unit_matches_the_service_contract() {
     assert!(keys.iter().any(|k| k.starts_with("WatchdogSec=")));
     let exec = keys.iter().find(|k| k.starts_with("ExecStart=")).unwrap();
     assert!(exec.ends_with(" run"), "{exec}");
+}
+
+fn validate_bytes(bytes: &[u8]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = Command::new(BIN)
+        .args(["--supervision", repo_file("supervision.toml").to_str().unwrap(), "config", "validate"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Each hostile file, and the words its refusal must contain.
+fn hostile_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        bomb.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{p}"); 10].join(", ")));
+    }
+    let zone = |points: &str| {
+        format!(
+            "{}alert_rules:\n  - name: r\n    conditions:\n      classes: [person]\n      zones:\n        - points: {points}\n",
+            base()
+        )
+    };
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    vec![
+        ("alias bomb", bomb.into_bytes(), "aliases are expanded"),
+        ("100 000-deep nesting", ("- ".repeat(100_000) + "x\n").into_bytes(), "nested deeper than 64"),
+        ("1e20 duration", format!("{}    stall_timeout: 1e20\n", base()).into_bytes(), "cameras[0].stall_timeout"),
+        (
+            "huge humantime",
+            format!("{}    stall_timeout: 100000000y\n", base()).into_bytes(),
+            "cameras[0].stall_timeout",
+        ),
+        // YAML's own NaN and infinity are refused by the parser, naming them...
+        ("YAML NaN", format!("{}processing:\n  motion:\n    min_area: .nan\n", base()).into_bytes(), ".nan"),
+        (
+            "YAML infinity",
+            format!("{}processing:\n  detection:\n    confidence_threshold: .inf\n", base()).into_bytes(),
+            ".inf",
+        ),
+        // ...and spelt as strings they reach the checks, which name the key.
+        ("NaN duration", format!("{}    stall_timeout: NaN\n", base()).into_bytes(), "cameras[0].stall_timeout"),
+        ("infinite duration", format!("{}    stall_timeout: inf\n", base()).into_bytes(), "cameras[0].stall_timeout"),
+        (
+            "NaN threshold",
+            format!("{}processing:\n  detection:\n    confidence_threshold: NaN\n", base()).into_bytes(),
+            "processing.detection.confidence_threshold",
+        ),
+        ("1e39 points", zone("[[0, 0], [1e39, 0], [0, 1]]").into_bytes(), "zones[0].points[1]"),
+        ("negative points", zone("[[0, 0], [-5, 0], [0, 1]]").into_bytes(), "zones[0].points[1]"),
+        ("10 MB file", vec![b'#'; 10 << 20], "limit of 1024 KiB"),
+        ("binary garbage", garbage, "(file)"),
+        ("control characters", "cameras: [\u{1}\u{2}\u{3}]\n\u{7f}\u{0}\n".as_bytes().to_vec(), "(syntax)"),
+        ("non-UTF-8", b"cameras: []\n# caf\xe9\n".to_vec(), "not UTF-8"),
+    ]
+}
+
+fn hostile_configs_are_refused_with_the_key_or_the_limit() {
+    for (what, bytes, needle) in hostile_cases() {
+        let started = std::time::Instant::now();
+        let (code, out) = validate_bytes(&bytes);
+        assert_eq!(code, 2, "{what}: {out}");
+        assert!(out.contains(needle), "{what}: expected `{needle}` in:\n{out}");
+        assert!(!out.contains(PASSWORD), "{what}: the password leaked");
+        eprintln!("{what}: refused in {:?}", started.elapsed());
+    }
+}
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+fn a_running_service_refuses_hostile_reloads_and_keeps_its_config() {
+    let good = format!(
+        "cameras: []\nprocessing:\n  detection:\n    model: {}\n    size: 320\nhttp:\n  listen: \"{{listen}}\"\n",
+        crate::fixtures::random_model().display()
+    );
+    let mut service = Service::start(&good, &[]);
+    service.wait_healthy(Duration::from_secs(60));
+    let rss_before = rss_mib(service.child.id());
+    let failures = |s: &Service| metric(&s.get("/metrics").1, "smart_cctv_config_reload_failures_total").unwrap_or(0.0);
+    for (i, (what, bytes, _)) in hostile_cases().into_iter().enumerate() {
+        // The listen address is kept where the case has a place for it.
+        let bytes = String::from_utf8(bytes.clone())
+            .map(|t| t.replace("{listen}", &service.addr.to_string()).into_bytes())
+            .unwrap_or(bytes);
+        std::fs::write(service.config_path(), &bytes).unwrap();
+        signal(&service.child, libc::SIGHUP);
+        wait_for(&format!("the {what} reload to be refused"), Duration::from_secs(30), || {
+            (failures(&service) >= (i + 1) as f64).then_some(())
+        });
+        assert!(service.child.try_wait().unwrap().is_none(), "{what} stopped the service:\n{}", service.output());
+    }
+    let grew = rss_mib(service.child.id()) - rss_before;
+    assert!(grew < 50.0, "RSS grew {grew:.1} MiB over the hostile reloads");
+    assert_eq!(metric(&service.get("/metrics").1, "smart_cctv_config_generation"), Some(1.0));
+    assert_eq!(service.get("/healthz").0, 200);
 }

@@ -1,7 +1,6 @@
 //! Detection against an independent reference (Ultralytics on the same
 //! weights): every image, at 640 and 320, rect and square.
 
-use crate::fixtures_or_skip;
 use crate::support::*;
 use smart_cctv::detect::postprocess::iou;
 use smart_cctv::detect::preprocess::rgb_to_tensor;
@@ -9,6 +8,23 @@ use smart_cctv::detect::{DecodeOptions, Detection, Detector, DetectorOptions, Le
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
+
+crate::tests![
+    detections_match_the_reference needs [RealFixtures],
+    the_fast_path_agrees_with_the_reference_on_every_layer_of_the_real_model needs [RealFixtures],
+    raw_network_output_matches_the_reference needs [RealFixtures],
+    detect_command_prints_json_and_annotates needs [RealFixtures],
+    corrupt_or_truncated_weights_give_a_clear_error,
+    gpu_request_without_gpu_support_is_explained,
+    bench_detector_ends_with_a_stable_line,
+];
+
+/// A small RGB picture, for tests that need any image at all.
+fn any_image(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("gradient.png");
+    image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 128])).save(&path).unwrap();
+    path
+}
 
 fn detector(fixtures: &Path) -> &'static Detector {
     static DETECTOR: OnceLock<Detector> = OnceLock::new();
@@ -32,9 +48,8 @@ fn matches(ours: &Detection, r: &Reference) -> bool {
     ours.class_name == r.class && iou(&ours.bbox, &r.bbox) >= 0.9
 }
 
-#[test]
 fn detections_match_the_reference() {
-    let fixtures = fixtures_or_skip!();
+    let fixtures = crate::fixtures::real();
     let refs = references(&fixtures);
     let base = detector(&fixtures);
     let mut problems = Vec::new();
@@ -88,9 +103,8 @@ fn detections_match_the_reference() {
     assert!(problems.is_empty(), "{} mismatches:\n{}", problems.len(), problems.join("\n"));
 }
 
-#[test]
 fn the_fast_path_agrees_with_the_reference_on_every_layer_of_the_real_model() {
-    let fixtures = fixtures_or_skip!();
+    let fixtures = crate::fixtures::real();
     let detector = detector(&fixtures);
     let input = image::open(fixtures.join("reference/bus_square640_input.png")).unwrap().to_rgb8();
     let (w, h) = (input.width() as usize, input.height() as usize);
@@ -109,9 +123,8 @@ fn the_fast_path_agrees_with_the_reference_on_every_layer_of_the_real_model() {
     eprintln!("{} layers, worst max |fast - reference| = {worst:e}", diffs.len());
 }
 
-#[test]
 fn raw_network_output_matches_the_reference() {
-    let fixtures = fixtures_or_skip!();
+    let fixtures = crate::fixtures::real();
     let detector = detector(&fixtures);
     for run in ["rect640", "square640", "rect320", "square320"] {
         let input = image::open(fixtures.join(format!("reference/bus_{run}_input.png"))).unwrap().to_rgb8();
@@ -137,9 +150,8 @@ fn raw_network_output_matches_the_reference() {
     }
 }
 
-#[test]
 fn detect_command_prints_json_and_annotates() {
-    let fixtures = fixtures_or_skip!();
+    let fixtures = crate::fixtures::real();
     let out_dir = tempfile::tempdir().unwrap();
     let bus = fixtures.join("images/bus.jpg");
     let output = Command::new(BIN)
@@ -165,11 +177,10 @@ fn detect_command_prints_json_and_annotates() {
     assert_eq!((annotated.width(), annotated.height()), (810, 1080));
 }
 
-#[test]
 fn corrupt_or_truncated_weights_give_a_clear_error() {
-    let fixtures = fixtures_or_skip!();
     let dir = tempfile::tempdir().unwrap();
-    let bytes = std::fs::read(fixtures.join("yolov8n/yolov8n.safetensors")).unwrap();
+    let bytes = std::fs::read(crate::fixtures::random_model()).unwrap();
+    let image = any_image(dir.path());
     let truncated = dir.path().join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let garbage = dir.path().join("garbage.safetensors");
@@ -178,12 +189,7 @@ fn corrupt_or_truncated_weights_give_a_clear_error() {
         let err =
             Detector::load(path, &candle_core::Device::Cpu, DetectorOptions::default()).err().unwrap().to_string();
         assert!(err.contains(path.to_str().unwrap()) && err.contains("not a valid safetensors file"), "{err}");
-        let output = Command::new(BIN)
-            .args(["detect", "--model"])
-            .arg(path)
-            .arg(fixtures.join("images/bus.jpg"))
-            .output()
-            .unwrap();
+        let output = Command::new(BIN).args(["detect", "--model"]).arg(path).arg(&image).output().unwrap();
         assert_eq!(output.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("not a valid safetensors file"), "{stderr}");
@@ -196,7 +202,6 @@ fn corrupt_or_truncated_weights_give_a_clear_error() {
     assert!(err.contains("not found"), "{err}");
 }
 
-#[test]
 fn gpu_request_without_gpu_support_is_explained() {
     if cfg!(feature = "cuda") {
         return;
@@ -205,14 +210,13 @@ fn gpu_request_without_gpu_support_is_explained() {
     assert!(err.contains("no GPU support") && err.contains("--features cuda"), "{err}");
 }
 
-#[test]
 fn bench_detector_ends_with_a_stable_line() {
-    let fixtures = fixtures_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
     let output = Command::new(BIN)
         .args(["bench", "detector", "--size", "320", "--threads", "1", "--iterations", "2", "--warmup", "1", "--model"])
-        .arg(fixtures.join("yolov8n/yolov8n.safetensors"))
+        .arg(crate::fixtures::random_model())
         .arg("--image")
-        .arg(fixtures.join("images/bus.jpg"))
+        .arg(any_image(dir.path()))
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

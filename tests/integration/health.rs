@@ -5,7 +5,6 @@
 
 use crate::support::*;
 use crate::testbed::RtspServer;
-use crate::{fixtures_or_skip, testbed_or_skip};
 use smart_cctv::store::{EventRecord, Query, Record, Store};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -13,10 +12,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-fn config(fixtures: &Path, cameras: &str, extra: &str) -> String {
+crate::tests![
+    retention_removes_exactly_what_expired_and_status_shows_the_service,
+    disk_pressure_frees_space_oldest_snapshots_first needs [Tmpfs],
+    a_dead_camera_is_named_but_only_a_wedged_runtime_stops_the_watchdog needs [RtspServer],
+];
+
+/// A service config on the random-weights model (these tests need one that runs).
+fn config(cameras: &str, extra: &str) -> String {
     format!(
         "cameras:{cameras}\nprocessing:\n  detection:\n    model: {}\n    size: 320\nhttp:\n  listen: \"{{listen}}\"\n{extra}",
-        fixtures.join("yolov8n/yolov8n.safetensors").display()
+        crate::fixtures::random_model().display()
     )
 }
 
@@ -44,9 +50,7 @@ fn event(age: Duration, id: u64) -> Record {
     })
 }
 
-#[test]
 fn retention_removes_exactly_what_expired_and_status_shows_the_service() {
-    let fixtures = fixtures_or_skip!();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let snaps = data.join("snapshots");
@@ -63,7 +67,7 @@ fn retention_removes_exactly_what_expired_and_status_shows_the_service() {
         store.append(&records).unwrap();
     }
     let extra = "retention:\n  snapshots_days: 7\n  events_days: 30\n  logs_compress_days: 30\n  logs_delete_days: 90\n  delete_batch: 100\nhealth:\n  interval: 200ms\n";
-    let service = Service::start_in(dir, &config(&fixtures, " []", extra), &[]);
+    let service = Service::start_in(dir, &config(" []", extra), &[]);
     service.wait_healthy(Duration::from_secs(60));
     let (_, metrics) = wait_for("retention to delete the old events", Duration::from_secs(60), || {
         let (code, text) = service.get("/metrics");
@@ -110,10 +114,8 @@ fn retention_removes_exactly_what_expired_and_status_shows_the_service() {
     assert_eq!(left.len(), 5, "{left:?}");
 }
 
-#[test]
 fn disk_pressure_frees_space_oldest_snapshots_first() {
-    let fixtures = fixtures_or_skip!();
-    let Some(disk) = SmallDisk::mount("32m") else { return };
+    let disk = SmallDisk::mount("32m");
     let dir = tempfile::tempdir_in(disk.path()).unwrap();
     let snaps = dir.path().join("data/snapshots");
     // Recent snapshots (well within the 7 days) until the disk is 93% used.
@@ -124,7 +126,7 @@ fn disk_pressure_frees_space_oldest_snapshots_first() {
     }
     let newest = snaps.join(format!("day/yard_{:06}_r.jpg", n - 1));
     let extra = "health:\n  interval: 200ms\n  disk_warn_percent: 80\n  disk_critical_percent: 90\n";
-    let service = Service::start_in(dir, &config(&fixtures, " []", extra), &[]);
+    let service = Service::start_in(dir, &config(" []", extra), &[]);
     // The deletions are counted once the whole pass (records included) is done.
     let (freed, pressure) = wait_for("disk use back under 90%, counted", Duration::from_secs(60), || {
         let used = smart_cctv::health::disk::usage(disk.path()).unwrap().used_percent;
@@ -158,11 +160,8 @@ fn pets(socket: &UnixDatagram, within: Duration) -> Vec<Instant> {
     seen
 }
 
-#[test]
 fn a_dead_camera_is_named_but_only_a_wedged_runtime_stops_the_watchdog() {
-    let fixtures = fixtures_or_skip!();
-    let testbed = testbed_or_skip!();
-    let mut server = RtspServer::start(&testbed, free_port(), None, &["cam=test:320x240@15"]);
+    let mut server = RtspServer::start(free_port(), None, &["cam=test:320x240@15"]);
     let camera = format!(
         "\n  - id: porch\n    url: \"{}\"\n    stall_timeout: 2s\n    backoff: {{ initial: 500ms, max: 1s }}",
         server.url("", "cam")
@@ -171,12 +170,8 @@ fn a_dead_camera_is_named_but_only_a_wedged_runtime_stops_the_watchdog() {
     let notify_path = notify_dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     let service = Service::start(
-        &config(&fixtures, &camera, ""),
-        &[
-            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "600000"),
-            ("SMART_CCTV_FAULT_HOOKS", "1"),
-        ],
+        &config(&camera, ""),
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap()), ("WATCHDOG_USEC", "600000")],
     );
     service.wait_healthy(Duration::from_secs(60));
 

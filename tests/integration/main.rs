@@ -1,10 +1,15 @@
 //! Integration tests: the real `smart-cctv` binary and library, as users and
 //! systemd run them. One test crate, several modules, to keep link time down.
+//!
+//! The harness is libtest-mimic, so that a test whose needs are missing on
+//! this machine (see `fixtures.rs`) shows as ignored, with the reason, in the
+//! runner's own count, and never passes by returning early.
 
 mod alerts;
 mod cameras;
 mod config_validate;
 mod detect;
+mod faults;
 mod fixtures;
 mod health;
 mod models;
@@ -15,3 +20,78 @@ mod speakers;
 mod store;
 mod support;
 mod testbed;
+
+use fixtures::Need;
+use libtest_mimic::{Arguments, Trial};
+
+/// Registers a module's tests: `tests![name, other needs [Need, ...], ...]`.
+#[macro_export]
+macro_rules! tests {
+    ($($name:ident $(needs [$($need:ident),* $(,)?])?),* $(,)?) => {
+        pub fn tests() -> Vec<$crate::Registered> {
+            let module = module_path!().trim_start_matches("integration::");
+            vec![$($crate::Registered {
+                name: format!("{module}::{}", stringify!($name)),
+                needs: vec![$($($crate::fixtures::Need::$need),*)?],
+                run: $name,
+            }),*]
+        }
+    };
+}
+
+/// One test as a module lists it.
+pub struct Registered {
+    pub name: String,
+    pub needs: Vec<Need>,
+    pub run: fn(),
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Arguments::from_args();
+    let modules = [
+        alerts::tests,
+        cameras::tests,
+        config_validate::tests,
+        detect::tests,
+        faults::tests,
+        health::tests,
+        models::tests,
+        motion::tests,
+        ops_files::tests,
+        service::tests,
+        speakers::tests,
+        store::tests,
+    ];
+    let mut ignored = Vec::new();
+    let mut trials = Vec::new();
+    for test in modules.iter().flat_map(|tests| tests()) {
+        let missing: Vec<String> = test.needs.iter().filter_map(|n| n.missing()).collect();
+        let run = test.run;
+        let trial = Trial::test(test.name.clone(), move || {
+            run();
+            Ok(())
+        });
+        if missing.is_empty() {
+            trials.push(trial);
+        } else {
+            let reason = missing.join("; ");
+            ignored.push((test.name, reason.clone()));
+            trials.push(trial.with_ignored_flag(true).with_kind(reason));
+        }
+    }
+    // CI has everything: a missing fixture there is a broken machine, not a skip.
+    if std::env::var("CI").is_ok_and(|v| v == "true") && !ignored.is_empty() && !args.list {
+        eprintln!("CI=true, yet {} tests cannot run here:", ignored.len());
+        for (name, why) in &ignored {
+            eprintln!("  {name}: {why}");
+        }
+        return std::process::ExitCode::FAILURE;
+    }
+    if !ignored.is_empty() && !args.list {
+        println!("ignored for what this machine lacks ({}):", ignored.len());
+        for (name, why) in &ignored {
+            println!("  {name}: {why}");
+        }
+    }
+    libtest_mimic::run(&args, trials).exit_code()
+}

@@ -1,16 +1,24 @@
 //! The motion gate on real decoded video: a static scene costs almost
-//! nothing, people walking pass, and a masked region never triggers. Frames
+//! nothing, moving objects and people walking pass, and a masked region
+//! never triggers. Frames
 //! come from the real file source; time is injected at 15 fps.
 
-use crate::fixtures_or_skip;
 use smart_cctv::camera::source::{SourceContext, run_file};
 use smart_cctv::camera::{Frame, FrameSink, SourceStats};
 use smart_cctv::pipeline::motion::{MotionGate, MotionSettings};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::fixtures::{Clip, clip, ffmpeg};
+
+crate::tests![
+    static_scene_skips_almost_every_frame needs [Ffmpeg],
+    moving_objects_pass_the_gate needs [Ffmpeg],
+    people_walking_pass_the_gate needs [RealFixtures],
+    motion_inside_a_mask_never_triggers needs [Ffmpeg],
+];
 
 /// Collects the grayscale frames of one pass, then stops the source.
 struct Collect {
@@ -62,51 +70,26 @@ fn pass_rate(frames: &[Arc<image::GrayImage>], masks: Vec<Vec<(f32, f32)>>) -> f
     passed as f64 / frames.len() as f64
 }
 
-fn ffmpeg(args: &[&str]) {
-    let status = Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "error", "-y"]).args(args).status().unwrap();
-    assert!(status.success(), "ffmpeg {args:?}");
-}
-
-#[test]
 fn static_scene_skips_almost_every_frame() {
-    let fixtures = fixtures_or_skip!();
-    let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("static.mp4");
-    let still = fixtures.join("frames/people_walking_f000.png");
-    ffmpeg(&[
-        "-loop",
-        "1",
-        "-i",
-        still.to_str().unwrap(),
-        "-t",
-        "10",
-        "-r",
-        "15",
-        "-c:v",
-        "libx264",
-        "-g",
-        "15",
-        "-pix_fmt",
-        "yuv420p",
-        clip.to_str().unwrap(),
-    ]);
-    let frames = decode(&clip, 150);
+    let frames = decode(&clip(Clip::Still), 150);
     let rate = pass_rate(&frames, vec![]);
     // The first frame (no background yet) and one keepalive every 10 s pass.
     assert!(rate <= 0.05, "{:.1}% of a static scene passed", rate * 100.0);
 }
 
-#[test]
+fn moving_objects_pass_the_gate() {
+    let frames = decode(&clip(Clip::Moving), 150);
+    let rate = pass_rate(&frames, vec![]);
+    assert!(rate >= 0.9, "only {:.1}% of the moving clip passed", rate * 100.0);
+}
+
 fn people_walking_pass_the_gate() {
-    let fixtures = fixtures_or_skip!();
-    let frames = decode(&fixtures.join("video/people_walking_640x480_15fps_10s.mp4"), 150);
+    let frames = decode(&crate::fixtures::walking_clip(), 150);
     let rate = pass_rate(&frames, vec![]);
     assert!(rate >= 0.9, "only {:.1}% of the walking clip passed", rate * 100.0);
 }
 
-#[test]
 fn motion_inside_a_mask_never_triggers() {
-    let _ = fixtures_or_skip!();
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("box.mp4");
     // A white box sliding back and forth in the left half of a grey scene.

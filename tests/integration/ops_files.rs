@@ -6,6 +6,12 @@ use crate::support::repo_file;
 use std::collections::BTreeSet;
 use yaml_rust2::{Yaml, YamlLoader};
 
+crate::tests![
+    prometheus_rules_cover_the_failures_and_name_real_metrics,
+    the_scrape_config_and_dashboard_match_the_service,
+    install_sh_can_run_twice_and_keeps_the_users_config,
+];
+
 /// Every `smart_cctv_*` name in `text`.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
@@ -33,7 +39,6 @@ fn exported() -> BTreeSet<String> {
     metric_names(&source)
 }
 
-#[test]
 fn prometheus_rules_cover_the_failures_and_name_real_metrics() {
     let text = std::fs::read_to_string(repo_file("ops/alerts.rules.yml")).unwrap();
     let docs = YamlLoader::load_from_str(&text).unwrap();
@@ -75,7 +80,6 @@ fn prometheus_rules_cover_the_failures_and_name_real_metrics() {
     }
 }
 
-#[test]
 fn the_scrape_config_and_dashboard_match_the_service() {
     let scrape = YamlLoader::load_from_str(&std::fs::read_to_string(repo_file("ops/prometheus.yml")).unwrap()).unwrap();
     let target = scrape[0]["scrape_configs"][0]["static_configs"][0]["targets"][0].as_str().unwrap().to_owned();
@@ -93,7 +97,6 @@ fn the_scrape_config_and_dashboard_match_the_service() {
     }
 }
 
-#[test]
 fn install_sh_can_run_twice_and_keeps_the_users_config() {
     let root = tempfile::tempdir().unwrap();
     let install = |root: &std::path::Path| {

@@ -6,7 +6,14 @@ use std::time::Duration;
 
 const PASSWORD: &str = "hunter2-secret";
 
-/// A config with no cameras and the fixture weights as the model; `detection`
+crate::tests![
+    runs_reloads_and_stops_like_a_systemd_service,
+    a_root_that_cannot_start_exits_non_zero_with_the_reason,
+    non_loopback_listen_is_refused_unless_allowed,
+    a_reload_applies_detection_settings_live_and_rolls_back_when_a_start_fails needs [Ffmpeg],
+];
+
+/// A config with no cameras and the random-weights model; `detection`
 /// adds keys under `processing.detection`, `extra` adds top-level sections.
 fn config_with(detection: &str, extra: &str) -> String {
     format!(
@@ -19,8 +26,9 @@ fn config(extra: &str) -> String {
     config_with("", extra)
 }
 
+/// A model that loads and runs (the service needs one; these tests need no detections).
 fn weights() -> std::path::PathBuf {
-    crate::fixtures::dir().map(|d| d.join("yolov8n/yolov8n.safetensors")).unwrap_or_default()
+    crate::fixtures::random_model()
 }
 
 fn recv(socket: &UnixDatagram) -> String {
@@ -29,9 +37,7 @@ fn recv(socket: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-#[test]
 fn runs_reloads_and_stops_like_a_systemd_service() {
-    let _ = crate::fixtures_or_skip!();
     let notify_dir = tempfile::tempdir().unwrap();
     let notify_path = notify_dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
@@ -109,7 +115,6 @@ fn runs_reloads_and_stops_like_a_systemd_service() {
     assert_eq!((fields[1].trim(), fields[2], fields[3]), ("INFO", "smart_cctv::service", "ready"));
 }
 
-#[test]
 fn a_root_that_cannot_start_exits_non_zero_with_the_reason() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
@@ -120,10 +125,71 @@ fn a_root_that_cannot_start_exits_non_zero_with_the_reason() {
     assert!(output.contains(&format!("cannot listen on {addr}")), "{output}");
 }
 
-#[test]
 fn non_loopback_listen_is_refused_unless_allowed() {
     let mut service = Service::start(&config("").replace("\"{listen}\"", "\"0.0.0.0:9\""), &[]);
     let status = wait_exit(&mut service.child, Duration::from_secs(20));
     assert_eq!(status.code(), Some(2));
     assert!(service.output().contains("http.listen"), "{}", service.output());
+}
+
+/// Frames inferred at input size `size`, by the detector's own histogram.
+fn inferred_at(service: &Service, size: u32) -> f64 {
+    let (_, text) = service.get("/metrics");
+    text.lines()
+        .filter(|l| l.starts_with("smart_cctv_inference_seconds_count{") && l.contains(&format!("size=\"{size}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn reload_status(service: &Service) -> serde_json::Value {
+    let (_, body) = service.get("/api/status");
+    serde_json::from_str::<serde_json::Value>(&body).map(|s| s["details"]["reload"].clone()).unwrap_or_default()
+}
+
+fn a_reload_applies_detection_settings_live_and_rolls_back_when_a_start_fails() {
+    let config = |size: u32, workers: u32| {
+        format!(
+            "cameras:\n  - id: yard\n    url: \"file://{}\"\nprocessing:\n  detection:\n    model: {}\n    size: {size}\n    workers: {workers}\n\
+             http:\n  listen: \"{{listen}}\"\n",
+            crate::fixtures::clip(crate::fixtures::Clip::Moving).display(),
+            weights().display()
+        )
+    };
+    let mut service = Service::start(&config(640, 1), &[]);
+    service.wait_healthy(Duration::from_secs(60));
+    wait_for("inference at 640", Duration::from_secs(30), || (inferred_at(&service, 640) > 0.0).then_some(()));
+
+    // Size and workers change: both are applied, not just reported.
+    service.write_config(&config(320, 2));
+    signal(&service.child, libc::SIGHUP);
+    wait_for("inference at 320", Duration::from_secs(60), || (inferred_at(&service, 320) > 0.0).then_some(()));
+    wait_for("a second worker", Duration::from_secs(30), || {
+        service.get("/api/status").1.contains("root/inference/worker-1").then_some(())
+    });
+    let report = reload_status(&service);
+    assert_eq!(report["outcome"], "applied", "{report}");
+    assert_eq!(report["restarted"], serde_json::json!(["detector", "inference"]), "{report}");
+    let at_640 = inferred_at(&service, 640);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(inferred_at(&service, 640), at_640, "the old size is still being run");
+    assert_eq!(metric(&service.get("/metrics").1, "smart_cctv_config_generation"), Some(2.0));
+
+    // The next reload needs the detector restarted, and its start fails:
+    // the previous config is put back and the service runs as it was.
+    let (code, _) = http_post(service.addr, "/api/faults/start-failure/root/detector");
+    assert_eq!(code, 200);
+    service.write_config(&config(640, 2));
+    signal(&service.child, libc::SIGHUP);
+    let report = wait_for("the reload to be rolled back", Duration::from_secs(60), || {
+        Some(reload_status(&service)).filter(|r| r["outcome"] == "rolled_back")
+    });
+    assert!(report["errors"][0].as_str().unwrap_or("").contains("detector"), "{report}");
+    assert_eq!(metric(&service.get("/metrics").1, "smart_cctv_config_generation"), Some(2.0));
+    assert!(service.get("/api/config").1.contains("\"size\":320"));
+    service.wait_healthy(Duration::from_secs(60));
+    let at_320 = inferred_at(&service, 320);
+    wait_for("inference at 320 again", Duration::from_secs(30), || (inferred_at(&service, 320) > at_320).then_some(()));
+    assert!(service.log("errors.log").contains("rolling back"), "{}", service.log("errors.log"));
+    signal(&service.child, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut service.child, Duration::from_secs(15)).code(), Some(0));
 }

@@ -2,12 +2,20 @@
 //! testbed's capture config, and a BlueZ mock on a private D-Bus.
 
 use crate::support::*;
-use crate::{fixtures_or_skip, testbed_or_skip};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+crate::tests![
+    speaker_test_plays_the_chime_into_alsa needs [SharedTestbed],
+    a_bad_sound_file_falls_back_to_the_chime needs [SharedTestbed],
+    a_missing_alsa_device_is_a_clear_failure needs [SharedTestbed],
+    alerts_play_once_per_coalescing_window needs [SharedTestbed, RealFixtures],
+    bluetooth_speaker_connects_and_reconnects_after_removal needs [SharedTestbed],
+    no_dbus_is_a_clear_error_and_a_backoff_loop needs [SharedTestbed],
+];
 
 fn alsa_env(testbed: &Path, capture: &Path) -> Vec<(String, String)> {
     vec![
@@ -41,9 +49,8 @@ fn audible_seconds(testbed: &Path, capture: &Path) -> f64 {
         .unwrap_or_else(|| panic!("no audible_seconds= in {text:?}"))
 }
 
-#[test]
 fn speaker_test_plays_the_chime_into_alsa() {
-    let testbed = testbed_or_skip!();
+    let testbed = crate::fixtures::shared_testbed();
     let dir = tempfile::tempdir().unwrap();
     let (code, out) = speaker_test(&testbed, dir.path(), "  - id: porch\n    kind: alsa\n    device: default\n");
     assert_eq!(code, Some(0), "{out}");
@@ -52,9 +59,8 @@ fn speaker_test_plays_the_chime_into_alsa() {
     assert!((seconds - 0.9).abs() <= 0.09, "the chime is 0.9 s; {seconds} s were audible");
 }
 
-#[test]
 fn a_bad_sound_file_falls_back_to_the_chime() {
-    let testbed = testbed_or_skip!();
+    let testbed = crate::fixtures::shared_testbed();
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("corrupt.ogg");
     std::fs::write(&corrupt, b"OggS garbage, not vorbis").unwrap();
@@ -67,9 +73,8 @@ fn a_bad_sound_file_falls_back_to_the_chime() {
     assert!(audible_seconds(&testbed, &dir.path().join("capture.raw")) > 0.8);
 }
 
-#[test]
 fn a_missing_alsa_device_is_a_clear_failure() {
-    let testbed = testbed_or_skip!();
+    let testbed = crate::fixtures::shared_testbed();
     let dir = tempfile::tempdir().unwrap();
     let (code, out) = speaker_test(&testbed, dir.path(), "  - id: porch\n    kind: alsa\n    device: no_such_pcm\n");
     assert_eq!(code, Some(1), "{out}");
@@ -88,10 +93,9 @@ fn metric_labeled(service: &Service, prefix: &str) -> f64 {
     text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
 }
 
-#[test]
 fn alerts_play_once_per_coalescing_window() {
-    let fixtures = fixtures_or_skip!();
-    let testbed = testbed_or_skip!();
+    let testbed = crate::fixtures::shared_testbed();
+    let fixtures = crate::fixtures::real();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "cameras:\n  - id: walk\n    url: file://{}\nprocessing:\n  detection:\n    model: {}\n    size: 320\n\
@@ -165,9 +169,8 @@ fn bluetooth_service(testbed: &Path, dir: &Path, bus: &str) -> Service {
     Service::start(config, &env)
 }
 
-#[test]
 fn bluetooth_speaker_connects_and_reconnects_after_removal() {
-    let testbed = testbed_or_skip!();
+    let testbed = crate::fixtures::shared_testbed();
     let dir = tempfile::tempdir().unwrap();
     let mock = BluezMock::start(&testbed, "AA:BB:CC:DD:EE:01=Porch-Speaker");
     let service = bluetooth_service(&testbed, dir.path(), &mock.address);
@@ -200,9 +203,8 @@ fn bluetooth_speaker_connects_and_reconnects_after_removal() {
     assert!(metric_labeled(&service, "smart_cctv_speaker_reconnects_total{speaker=\"bt\"}") >= 1.0);
 }
 
-#[test]
 fn no_dbus_is_a_clear_error_and_a_backoff_loop() {
-    let testbed = testbed_or_skip!();
+    let testbed = crate::fixtures::shared_testbed();
     let dir = tempfile::tempdir().unwrap();
     let service = bluetooth_service(&testbed, dir.path(), "unix:path=/nonexistent/system_bus_socket");
     wait_for("three failed attempts", Duration::from_secs(20), || {

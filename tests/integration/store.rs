@@ -2,12 +2,95 @@
 //! the running service, listed online (through its API) and offline (from the
 //! file), and `ops check` on clean, orphaned and damaged data.
 
-use crate::fixtures_or_skip;
 use crate::support::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+crate::tests![
+    alerts_are_recorded_listed_online_and_offline_and_check_clean needs [RealFixtures],
+    a_damaged_database_is_a_clear_error,
+    backup_while_writing_restores_everything_acknowledged_and_bad_archives_are_refused needs [RealFixtures],
+    kill_9_during_a_write_storm_loses_nothing_acknowledged needs [RealFixtures],
+    a_full_disk_degrades_the_store_and_nothing_acknowledged_is_lost needs [RealFixtures, Tmpfs],
+    an_alert_storm_on_a_blocked_store_sounds_on_time_and_stores_each_alert_once needs [RealFixtures],
+    booting_on_a_full_disk_streams_and_sounds_then_stores_when_space_returns needs [RealFixtures, Tmpfs],
+];
+
+/// The ids in `alerts.log`, in order.
+fn logged_ids(service: &Service) -> Vec<String> {
+    service
+        .log("alerts.log")
+        .lines()
+        .filter_map(|l| l.split(" id=").nth(1)?.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// A quantile of a summary, as the exporter renders it.
+fn quantile(metrics: &str, name: &str, q: &str) -> Option<f64> {
+    let prefix = format!("{name}{{quantile=\"{q}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+fn an_alert_storm_on_a_blocked_store_sounds_on_time_and_stores_each_alert_once() {
+    let fixtures = crate::fixtures::real();
+    // Cooldown 0: an alert on nearly every analysed frame with a person.
+    let service = Service::start(&walking_person_config(&fixtures, "0s"), &[]);
+    service.wait_healthy(Duration::from_secs(60));
+    wait_for("an alert storm", Duration::from_secs(120), || (logged_ids(&service).len() >= 30).then_some(()));
+    std::thread::sleep(Duration::from_secs(8));
+    let latency = |service: &Service| quantile(&service.get("/metrics").1, "smart_cctv_alert_latency_seconds", "0.99");
+    let free_p99 = latency(&service).expect("the alert latency summary");
+    let free_rate = {
+        let (n0, t0) = (logged_ids(&service).len(), std::time::Instant::now());
+        std::thread::sleep(Duration::from_secs(4));
+        (logged_ids(&service).len() - n0) as f64 / t0.elapsed().as_secs_f64()
+    };
+
+    // Every store write now waits 15 s, as on a dying disk.
+    let (code, body) = http_post(service.addr, "/api/faults/store-block?seconds=15");
+    assert_eq!(code, 200, "{body}");
+    let blocked_at = std::time::Instant::now();
+    let before = logged_ids(&service).len();
+    let mut longest_gap = Duration::ZERO;
+    let (mut last_count, mut last_change) = (before, std::time::Instant::now());
+    while blocked_at.elapsed() < Duration::from_secs(14) {
+        std::thread::sleep(Duration::from_millis(100));
+        let n = logged_ids(&service).len();
+        if n != last_count {
+            longest_gap = longest_gap.max(last_change.elapsed());
+            (last_count, last_change) = (n, std::time::Instant::now());
+        }
+    }
+    let blocked_rate = (last_count - before) as f64 / blocked_at.elapsed().as_secs_f64();
+    let blocked_p99 = latency(&service).expect("the alert latency summary");
+    eprintln!(
+        "alerts/s {free_rate:.1} free, {blocked_rate:.1} blocked; p99 latency {free_p99:.3} s free, \
+         {blocked_p99:.3} s blocked; longest gap between alerts while blocked {longest_gap:?}"
+    );
+    assert!(blocked_rate >= free_rate * 0.5, "alerts slowed from {free_rate:.1}/s to {blocked_rate:.1}/s");
+    assert!(longest_gap < Duration::from_secs(2), "no alert sounded for {longest_gap:?} while the store was blocked");
+    assert!(blocked_p99 <= 2.0 * free_p99.max(0.05), "p99 latency {free_p99:.3} s -> {blocked_p99:.3} s");
+
+    // Once the store is back, every alert sounded so far is stored, once.
+    std::thread::sleep(Duration::from_secs(2));
+    let sounded = logged_ids(&service);
+    let stored = wait_for("every sounded alert stored", Duration::from_secs(60), || {
+        let (status, body) = http_get(service.addr, "/api/alerts?since=1h&limit=100000").ok()?;
+        let stored: Vec<String> = serde_json::from_str::<Vec<Value>>(&body)
+            .ok()
+            .filter(|_| status == 200)?
+            .iter()
+            .filter_map(|a| a["id"].as_str().map(str::to_owned))
+            .collect();
+        let have: std::collections::HashSet<&String> = stored.iter().collect();
+        sounded.iter().all(|id| have.contains(id)).then_some(stored)
+    });
+    let unique: std::collections::HashSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "an alert id is stored twice");
+    assert!(stored.iter().all(|id| !id.is_empty()));
+}
 
 fn cli(config: &Path, data: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(BIN).arg("--config").arg(config).arg("--data-dir").arg(data).args(args).output().unwrap();
@@ -30,9 +113,8 @@ fn json_lines(text: &str) -> Vec<Value> {
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
-#[test]
 fn alerts_are_recorded_listed_online_and_offline_and_check_clean() {
-    let fixtures = fixtures_or_skip!();
+    let fixtures = crate::fixtures::real();
     let config = walking_person_config(&fixtures, "1s");
     let mut service = Service::start(&config, &[]);
     let (config_path, data) = (service.config_path(), service.data_dir());
@@ -128,7 +210,6 @@ fn alerts_are_recorded_listed_online_and_offline_and_check_clean() {
     assert!(out.contains("is missing"), "{out}");
 }
 
-#[test]
 fn a_damaged_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
@@ -139,6 +220,7 @@ fn a_damaged_database_is_a_clear_error() {
     {
         let store = smart_cctv::store::Store::open(&data.join("events.redb")).unwrap();
         let record = smart_cctv::store::AlertRecord {
+            id: String::new(),
             time_us: 1,
             rule: "r".into(),
             camera: "c".into(),
@@ -164,9 +246,8 @@ fn a_damaged_database_is_a_clear_error() {
     }
 }
 
-#[test]
 fn backup_while_writing_restores_everything_acknowledged_and_bad_archives_are_refused() {
-    let fixtures = fixtures_or_skip!();
+    let fixtures = crate::fixtures::real();
     let config = walking_person_config(&fixtures, "0s");
     let mut service = Service::start(&config, &[]);
     let (config_path, data) = (service.config_path(), service.data_dir());
@@ -242,9 +323,8 @@ fn acknowledged(service: &Service) -> Vec<(i64, String, String)> {
         .collect()
 }
 
-#[test]
 fn kill_9_during_a_write_storm_loses_nothing_acknowledged() {
-    let fixtures = fixtures_or_skip!();
+    let fixtures = crate::fixtures::real();
     let config =
         walking_person_config(&fixtures, "0s") + "monitoring:\n  log_level: \"info,smart_cctv::alerts=debug\"\n";
     let mut service = Service::start(&config, &[]);
@@ -295,10 +375,9 @@ fn kill_9_during_a_write_storm_loses_nothing_acknowledged() {
     assert!(left <= 2, "{left} day folders still pending");
 }
 
-#[test]
 fn a_full_disk_degrades_the_store_and_nothing_acknowledged_is_lost() {
-    let fixtures = fixtures_or_skip!();
-    let Some(disk) = SmallDisk::mount("24m") else { return };
+    let fixtures = crate::fixtures::real();
+    let disk = SmallDisk::mount("24m");
     let dir = tempfile::tempdir_in(disk.path()).unwrap();
     let config =
         walking_person_config(&fixtures, "0s") + "monitoring:\n  log_level: \"info,smart_cctv::alerts=debug\"\n";
@@ -342,4 +421,48 @@ fn a_full_disk_degrades_the_store_and_nothing_acknowledged_is_lost() {
     for (time_us, camera, _) in acknowledged(&service) {
         assert!(stored.contains(&(time_us, camera.clone())), "acknowledged but lost: {time_us} {camera}");
     }
+}
+
+fn booting_on_a_full_disk_streams_and_sounds_then_stores_when_space_returns() {
+    let fixtures = crate::fixtures::real();
+    // The data directory (with its log folder, as a box that ran before has)
+    // on a small disk that is then filled; the config and stderr elsewhere.
+    let disk = SmallDisk::mount("16m");
+    let data = disk.path().join("data");
+    std::fs::create_dir_all(data.join("logs")).unwrap();
+    disk.fill("filler");
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&data, dir.path().join("data")).unwrap();
+    let service = Service::start_in(dir, &walking_person_config(&fixtures, "1s"), &[]);
+
+    // Alarms sound (stderr: the journal under systemd) and the camera streams;
+    // /healthz is 503 and names the store.
+    wait_for("an alert on stderr", Duration::from_secs(120), || {
+        service.output().contains("ALERT rule=person camera=walk").then_some(())
+    });
+    let (code, health) = service.get("/healthz");
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("root/storage/store"), "{health}");
+    let (_, status) = service.get("/api/status");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["details"]["camera/walk"]["phase"], "streaming", "{status}");
+    let sounded_while_full: Vec<String> = service
+        .output()
+        .lines()
+        .filter_map(|l| l.split(" id=").nth(1)?.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert!(!sounded_while_full.is_empty());
+
+    // Space comes back: the store opens by itself and the held alerts are stored.
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    wait_for("the store to open", Duration::from_secs(90), || {
+        let (_, health) = http_get(service.addr, "/healthz").ok()?;
+        (!health.contains("root/storage/store")).then_some(())
+    });
+    wait_for("the alerts held while the disk was full, stored", Duration::from_secs(60), || {
+        let (status, body) = http_get(service.addr, "/api/alerts?since=1h&limit=100000").ok()?;
+        let stored: Vec<Value> = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+        let ids: std::collections::HashSet<&str> = stored.iter().filter_map(|a| a["id"].as_str()).collect();
+        sounded_while_full.iter().all(|id| ids.contains(id.as_str())).then_some(())
+    });
 }

@@ -73,9 +73,13 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 }
 
 pub fn signal(child: &Child, sig: libc::c_int) {
+    signal_pid(child.id() as i32, sig);
+}
+
+pub fn signal_pid(pid: i32, sig: libc::c_int) {
     // SAFETY: kill(2) on a pid we own; no memory is involved.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill({}, {sig}) failed", child.id());
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
 
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
@@ -148,8 +152,12 @@ impl Service {
     }
 }
 
+/// Starts the binary on `dir`: its config, data and stderr there, and its
+/// supervision policy from `dir/supervision.toml` when a test wrote one.
 fn spawn(dir: &Path, env: &[(&str, &str)]) -> Child {
     let stderr = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.txt")).unwrap();
+    let own_policy = dir.join("supervision.toml");
+    let policy = if own_policy.is_file() { own_policy } else { repo_file("supervision.toml") };
     let mut command = Command::new(BIN);
     command
         .arg("--config")
@@ -157,7 +165,7 @@ fn spawn(dir: &Path, env: &[(&str, &str)]) -> Child {
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--supervision")
-        .arg(repo_file("supervision.toml"))
+        .arg(policy)
         .arg("run")
         .current_dir(dir)
         .env_remove("RUST_LOG")
@@ -193,19 +201,16 @@ pub struct SmallDisk {
 }
 
 impl SmallDisk {
-    /// `None`, with the reason printed, where mounting is not allowed.
-    pub fn mount(size: &str) -> Option<Self> {
+    /// Mounts it (the test is registered with `Need::Tmpfs`).
+    pub fn mount(size: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
             .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!("skipping: cannot mount a tmpfs: {}", String::from_utf8_lossy(&out.stderr));
-            return None;
-        }
-        Some(Self { dir })
+            .expect("cannot run mount");
+        assert!(out.status.success(), "cannot mount a tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+        Self { dir }
     }
 
     pub fn path(&self) -> &Path {

@@ -117,15 +117,21 @@ impl FusedConv {
         // About 256 KB of unfolded input per tile.
         let tile = if direct { pixels.clamp(1, 4096) } else { (65_536 / depth).clamp(64, 4096) };
         let tiles = pixels.div_ceil(tile);
-        let threads = candle_core::utils::get_num_threads();
+        // The pool this call runs in (a test's or the service's), not the
+        // machine's core count.
+        let threads = rayon::current_num_threads();
         let gemm_threads = if tiles < threads { threads } else { 1 };
         let out = OutPtr(dst.as_mut_ptr());
         assert!(dst.len() == self.c_out * pixels && image.len() >= self.c_in * h * w);
         let run = |t: usize| {
             let (p0, p1) = (t * tile, ((t + 1) * tile).min(pixels));
             let width = p1 - p0;
-            COLUMNS.with(|columns| {
-                let mut columns = columns.borrow_mut();
+            // The buffer is taken out of the thread-local for the tile, not
+            // borrowed: a rayon worker waiting inside the GEMM below may run
+            // another tile on this same thread, which then finds an empty
+            // buffer instead of a borrowed one.
+            let mut columns = COLUMNS.with(|cell| cell.take());
+            {
                 let (rhs, rhs_rs) = if direct {
                     (image[p0..].as_ptr(), pixels as isize)
                 } else {
@@ -180,6 +186,12 @@ impl FusedConv {
                         silu_in_place(row(c));
                     }
                     add_stage(2, started);
+                }
+            }
+            // Keep the larger buffer for the next tile on this thread.
+            COLUMNS.with(|cell| {
+                if cell.borrow().capacity() < columns.capacity() {
+                    *cell.borrow_mut() = columns;
                 }
             });
         };
@@ -436,5 +448,37 @@ mod tests {
             let diff = (plain - reference.forward(&x).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
             assert!(diff.to_scalar::<f32>().unwrap() <= 1e-4, "layer kind {i} without SiLU");
         }
+    }
+
+    /// Layers of several tiles but fewer tiles than threads, on an 8-thread
+    /// pool: the tiles run in parallel and each GEMM is split across threads
+    /// too, so a worker waiting in one GEMM runs other tiles on its own
+    /// thread. Several calls at once, as several inference workers make.
+    #[test]
+    fn several_tiles_on_an_eight_thread_pool_agree_with_candle() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(8).build().unwrap();
+        // (c_in, c_out, k, stride, h, w): 2 to 6 tiles of unfolded input each.
+        let shapes: [(usize, usize, usize, usize, usize, usize); 4] =
+            [(64, 64, 3, 1, 20, 20), (32, 32, 3, 1, 24, 24), (128, 64, 3, 2, 40, 40), (16, 32, 3, 1, 32, 32)];
+        pool.install(|| {
+            shapes.par_iter().enumerate().for_each(|(i, &(c_in, c_out, k, stride, h, w))| {
+                let depth = c_in * k * k;
+                let (oh, ow) = ((h + 2 * (k / 2) - k) / stride + 1, (w + 2 * (k / 2) - k) / stride + 1);
+                let tiles = (oh * ow).div_ceil((65_536 / depth).clamp(64, 4096));
+                assert!((2..8).contains(&tiles), "shape {i} has {tiles} tiles");
+                let x = random(&[1, c_in, h, w], 21 + i as u64);
+                let weight = (random(&[c_out, c_in, k, k], 17 + i as u64) * 0.1).unwrap();
+                let bias = random(&[c_out], 5 + i as u64);
+                let config = Conv2dConfig { padding: k / 2, stride, groups: 1, dilation: 1, cudnn_fwd_algo: None };
+                let reference = Conv2d::new(weight.clone(), Some(bias.clone()), config);
+                let want = candle_nn::ops::silu(&reference.forward(&x).unwrap()).unwrap();
+                let fused = FusedConv::new(&weight, &bias, stride, k / 2).unwrap();
+                for _ in 0..3 {
+                    let got = fused.forward(&x).unwrap();
+                    let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(diff <= 1e-3, "shape {i}: max |diff| {diff}");
+                }
+            });
+        });
     }
 }
