@@ -30,7 +30,18 @@ pub enum OpsCommand {
     Migrate,
     /// Restore an archive made by `ops backup` (the service must be stopped);
     /// the current files are kept aside
-    Restore { archive: std::path::PathBuf },
+    Restore {
+        archive: std::path::PathBuf,
+        /// Check the archive fully and change nothing
+        #[arg(long)]
+        verify: bool,
+        /// Refuse an archive holding more bytes than this
+        #[arg(long, default_value_t = crate::store::backup::RestoreLimits::default().max_bytes)]
+        max_bytes: u64,
+        /// Refuse an archive holding more entries than this
+        #[arg(long, default_value_t = crate::store::backup::RestoreLimits::default().max_entries)]
+        max_entries: usize,
+    },
 }
 
 pub fn run(cli: &Cli, command: &OpsCommand) -> anyhow::Result<i32> {
@@ -55,12 +66,16 @@ pub fn run(cli: &Cli, command: &OpsCommand) -> anyhow::Result<i32> {
             return Ok(0);
         }
         OpsCommand::Backup { to, with_snapshots } => return backup(cli, &data_dir, to.as_deref(), *with_snapshots),
-        OpsCommand::Restore { archive } => {
-            let config_dir = config_path
-                .as_deref()
-                .and_then(|p| p.parent())
-                .map_or_else(|| std::path::PathBuf::from("config"), |p| p.to_owned());
-            match crate::store::backup::restore(archive, &data_dir, &config_dir) {
+        OpsCommand::Restore { archive, verify, max_bytes, max_entries } => {
+            // Config files go back where the service reads them: beside the
+            // --config file, and the policy where --supervision names it.
+            let targets = crate::store::backup::RestoreTargets {
+                data_dir: data_dir.clone(),
+                config: config_path.clone(),
+                supervision: cli.supervision_path(),
+            };
+            let limits = crate::store::backup::RestoreLimits { max_bytes: *max_bytes, max_entries: *max_entries };
+            match crate::store::backup::restore(archive, &targets, limits, *verify) {
                 Ok(done) => {
                     for line in done {
                         println!("{line}");

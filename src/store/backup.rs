@@ -12,7 +12,7 @@ use crate::detect::weights::sha256_file;
 use flate2::Compression;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 pub const MANIFEST: &str = "manifest.json";
 
@@ -125,12 +125,80 @@ pub fn snapshot_files(data_dir: &Path) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// Restores `archive` into `data_dir` (database, snapshots) and `config_dir`
-/// (config, calibration, supervision). Returns what it did.
-pub fn restore(archive: &Path, data_dir: &Path, config_dir: &Path) -> Result<Vec<String>, BackupError> {
-    let bad = |reason: String| BackupError::BadArchive { archive: archive.display().to_string(), reason };
+/// Where a restore puts each kind of file.
+#[derive(Debug, Clone)]
+pub struct RestoreTargets {
+    /// The database and snapshots.
+    pub data_dir: PathBuf,
+    /// The config file the service reads (`--config`); with none (the
+    /// embedded default), config files go to `data/restored-config/`.
+    pub config: Option<PathBuf>,
+    /// The supervision policy the service reads (`--supervision`); likewise.
+    pub supervision: Option<PathBuf>,
+}
+
+impl RestoreTargets {
+    /// Where config files go when the service reads none from disk: never
+    /// into whatever the current directory happens to be.
+    fn unread(&self) -> PathBuf {
+        self.data_dir.join("restored-config")
+    }
+}
+
+/// How much an archive may hold; `ops restore --max-bytes/--max-entries`.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreLimits {
+    pub max_bytes: u64,
+    pub max_entries: usize,
+}
+
+impl Default for RestoreLimits {
+    fn default() -> Self {
+        Self { max_bytes: 16 << 30, max_entries: 50_000 }
+    }
+}
+
+/// What an archive entry is, by its name: only the layout `ops backup` writes.
+fn place_of(name: &str, targets: &RestoreTargets) -> Option<PathBuf> {
+    let parts: Vec<&str> = name.split('/').collect();
+    // Plain components only: no empty ones (`//`, a leading `/`), no `.` or `..`.
+    let plain = |c: &&str| !c.is_empty() && *c != "." && *c != ".." && !c.contains('\\') && !c.contains('\0');
+    if !parts.iter().all(plain) {
+        return None;
+    }
+    match parts.as_slice() {
+        ["data", "events.redb"] => Some(targets.data_dir.join(super::FILE)),
+        ["data", "snapshots", day, file] if file.ends_with(".jpg") => {
+            Some(targets.data_dir.join("snapshots").join(day).join(file))
+        }
+        ["config", "config.yaml"] => {
+            Some(targets.config.clone().unwrap_or_else(|| targets.unread().join("config.yaml")))
+        }
+        ["config", "supervision.toml"] => {
+            Some(targets.supervision.clone().unwrap_or_else(|| targets.unread().join("supervision.toml")))
+        }
+        ["config", "calibration", file] if file.ends_with(".yaml") => Some(match &targets.config {
+            Some(config) => crate::config::load::calibration_dir(Some(config)).join(file),
+            None => targets.unread().join("calibration").join(file),
+        }),
+        _ => None,
+    }
+}
+
+/// Restores `archive`: every entry is checked against the known layout and
+/// the manifest, extracted within `limits`, and the database opened, before
+/// anything is touched; then the files are swapped in, and if that fails
+/// half-way the previous files are put back. With `verify_only` it stops
+/// after the checks and changes nothing. Returns what it did.
+pub fn restore(
+    archive: &Path,
+    targets: &RestoreTargets,
+    limits: RestoreLimits,
+    verify_only: bool,
+) -> Result<Vec<String>, BackupError> {
+    let data_dir = &targets.data_dir;
     let db = data_dir.join(super::FILE);
-    if db.exists() {
+    if db.exists() && !verify_only {
         // Refuse while the service holds the database.
         drop(Store::open(&db).map_err(|e| match e {
             StoreError::InUse { .. } => {
@@ -139,68 +207,219 @@ pub fn restore(archive: &Path, data_dir: &Path, config_dir: &Path) -> Result<Vec
             other => BackupError::Store(other),
         })?);
     }
+    std::fs::create_dir_all(data_dir).map_err(io)?;
     let staging = data_dir.join(".restore-staging");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(io)?;
-    let result = (|| {
-        let file = std::fs::File::open(archive).map_err(|e| bad(e.to_string()))?;
-        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        let mut names = Vec::new();
-        for entry in tar.entries().map_err(|e| bad(format!("not a tar.gz archive: {e}")))? {
-            let mut entry = entry.map_err(|e| bad(format!("damaged archive: {e}")))?;
-            let name = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
-            if name.is_absolute() || name.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(bad(format!("unsafe path {} in the archive", name.display())));
-            }
-            entry.unpack_in(&staging).map_err(|e| bad(format!("damaged archive at {}: {e}", name.display())))?;
-            names.push(name);
+    let checked = stage(archive, &staging, targets, limits);
+    let plan = match checked {
+        Ok(plan) if !verify_only => plan,
+        Ok(plan) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Ok(vec![format!("{}: verified, {} files; nothing was changed", archive.display(), plan.len())]);
         }
-        let manifest_text = std::fs::read(staging.join(MANIFEST)).map_err(|_| bad("no manifest.json".into()))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&manifest_text).map_err(|e| bad(format!("manifest.json: {e}")))?;
-        if manifest.schema_version > SCHEMA_VERSION {
-            return Err(bad(format!("schema version {} is newer than this build", manifest.schema_version)));
-        }
-        for (name, sha) in &manifest.files {
-            let actual = sha256_file(&staging.join(name)).map_err(|_| bad(format!("{name} is missing")))?;
-            if &actual != sha {
-                return Err(bad(format!("{name} does not match its checksum")));
-            }
-        }
-        if !manifest.files.contains_key("data/events.redb") {
-            return Err(bad("no database in the archive".into()));
-        }
-        Ok(manifest)
-    })();
-    let manifest = match result {
-        Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
     };
-    // Everything checked: keep the current files aside, then move in.
     let aside = data_dir.join(format!("pre-restore-{}", chrono::Local::now().format("%Y%m%d-%H%M%S")));
-    let mut done = Vec::new();
-    for name in manifest.files.keys() {
-        let (root, rel) = match name.split_once('/') {
-            Some(("data", rel)) => (data_dir, rel),
-            Some(("config", rel)) => (config_dir, rel),
-            _ => continue,
-        };
-        let target = root.join(rel);
-        if target.exists() {
-            let keep = aside.join(name);
-            std::fs::create_dir_all(keep.parent().unwrap_or(&aside)).map_err(io)?;
-            std::fs::rename(&target, &keep).map_err(io)?;
-        }
-        std::fs::create_dir_all(target.parent().unwrap_or(root)).map_err(io)?;
-        std::fs::rename(staging.join(name), &target).map_err(io)?;
-        done.push(format!("restored {}", target.display()));
-    }
+    let result = swap_in(&plan, &staging, &aside);
     let _ = std::fs::remove_dir_all(&staging);
+    let mut done = result?;
     if aside.exists() {
         done.push(format!("previous files kept in {}", aside.display()));
     }
     Ok(done)
+}
+
+/// Extracts and checks everything into `staging`; answers (archive name,
+/// target) for each file, manifest excluded.
+fn stage(
+    archive: &Path,
+    staging: &Path,
+    targets: &RestoreTargets,
+    limits: RestoreLimits,
+) -> Result<Vec<(String, PathBuf)>, BackupError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |reason: String| BackupError::BadArchive { archive: archive.display().to_string(), reason };
+    let file = std::fs::File::open(archive).map_err(|e| bad(e.to_string()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut plan: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut manifest_bytes = None;
+    let (mut entries, mut bytes) = (0usize, 0u64);
+    for entry in tar.entries().map_err(|e| bad(format!("not a tar.gz archive: {e}")))? {
+        let mut entry = entry.map_err(|e| bad(format!("damaged archive: {e}")))?;
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(bad(format!("more than {} entries (raise it with --max-entries)", limits.max_entries)));
+        }
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8(raw).map_err(|_| bad("an entry name is not UTF-8".into()))?;
+        let kind = entry.header().entry_type();
+        if !kind.is_file() {
+            return Err(bad(format!("{name}: not a regular file ({kind:?}); only files are restored")));
+        }
+        let size = entry.header().size().map_err(|e| bad(format!("{name}: {e}")))?;
+        bytes = bytes.saturating_add(size);
+        if bytes > limits.max_bytes {
+            return Err(bad(format!("more than {} bytes (raise it with --max-bytes)", limits.max_bytes)));
+        }
+        if name == MANIFEST {
+            let mut text = Vec::new();
+            entry.by_ref().take(1 << 24).read_to_end(&mut text).map_err(|e| bad(format!("{name}: {e}")))?;
+            manifest_bytes = Some(text);
+            continue;
+        }
+        let target = place_of(&name, targets)
+            .ok_or_else(|| bad(format!("`{name}` is not a file a backup holds; refusing the archive")))?;
+        if plan.insert(name.clone(), target).is_some() {
+            return Err(bad(format!("{name} appears twice")));
+        }
+        // The name was checked to be plain components under a known folder.
+        let staged = staging.join(&name);
+        if let Some(dir) = staged.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&staged)
+            .map_err(|e| BackupError::Io(format!("{}: {e}", staged.display())))?;
+        let copied =
+            std::io::copy(&mut entry.by_ref().take(size), &mut out).map_err(|e| bad(format!("{name}: {e}")))?;
+        if copied != size {
+            return Err(bad(format!("{name} is truncated")));
+        }
+    }
+    let manifest_text = manifest_bytes.ok_or_else(|| bad("no manifest.json".into()))?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_text).map_err(|e| bad(format!("manifest.json: {e}")))?;
+    if manifest.schema_version > SCHEMA_VERSION {
+        return Err(bad(format!("schema version {} is newer than this build", manifest.schema_version)));
+    }
+    for (name, sha) in &manifest.files {
+        if !plan.contains_key(name) {
+            return Err(bad(format!("the manifest lists {name}, which the archive does not hold")));
+        }
+        let actual = sha256_file(&staging.join(name)).map_err(|_| bad(format!("{name} is missing")))?;
+        if &actual != sha {
+            return Err(bad(format!("{name} does not match its checksum")));
+        }
+    }
+    if let Some(extra) = plan.keys().find(|name| !manifest.files.contains_key(*name)) {
+        return Err(bad(format!("{extra} is not in the manifest")));
+    }
+    if !plan.contains_key("data/events.redb") {
+        return Err(bad("no database in the archive".into()));
+    }
+    // The database must open as an event store of a schema this build reads.
+    let staged_db = staging.join("data/events.redb");
+    let store = Store::open(&staged_db).or_else(|e| match e {
+        StoreError::OlderSchema { .. } => Store::migrate(&staged_db).and_then(|_| Store::open(&staged_db)),
+        other => Err(other),
+    });
+    let store = store.map_err(|e| bad(format!("data/events.redb is not a usable event store: {e}")))?;
+    store.alerts(&super::Query::default()).map_err(|e| bad(format!("data/events.redb cannot be read: {e}")))?;
+    drop(store);
+    Ok(plan.into_iter().collect())
+}
+
+/// Moves the staged files into place, keeping what they replace in `aside`;
+/// on any failure, undoes every move made so far.
+fn swap_in(plan: &[(String, PathBuf)], staging: &Path, aside: &Path) -> Result<Vec<String>, BackupError> {
+    // (target, where its previous file went)
+    let mut moved: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    let mut done = Vec::new();
+    let owner = OwnerFix::for_root();
+    for (name, target) in plan {
+        let step = (|| -> std::io::Result<Option<PathBuf>> {
+            let kept = if std::fs::symlink_metadata(target).is_ok() {
+                let keep = aside.join(name);
+                create_dirs(keep.parent().unwrap_or(aside), &owner)?;
+                move_file(target, &keep)?;
+                Some(keep)
+            } else {
+                None
+            };
+            create_dirs(target.parent().unwrap_or(Path::new(".")), &owner)?;
+            if let Err(e) = move_file(&staging.join(name), target) {
+                if let Some(keep) = &kept {
+                    let _ = move_file(keep, target);
+                }
+                return Err(e);
+            }
+            owner.apply(target);
+            Ok(kept)
+        })();
+        match step {
+            Ok(kept) => {
+                moved.push((target.clone(), kept));
+                done.push(format!("restored {}", target.display()));
+            }
+            Err(e) => {
+                for (target, kept) in moved.iter().rev() {
+                    let _ = std::fs::remove_file(target);
+                    if let Some(keep) = kept {
+                        let _ = move_file(keep, target);
+                    }
+                }
+                return Err(BackupError::Io(format!(
+                    "{}: {e}; every file restored so far was put back as it was",
+                    target.display()
+                )));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// A rename, or a copy and a rename where the two paths are on different
+/// filesystems (the config may live apart from the data).
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let tmp = to.with_extension("restore-tmp");
+            std::fs::copy(from, &tmp)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, to)?;
+            std::fs::remove_file(from)
+        }
+        other => other,
+    }
+}
+
+fn create_dirs(dir: &Path, owner: &OwnerFix) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    owner.apply(dir);
+    Ok(())
+}
+
+/// Run as root (`sudo smart-cctv ops restore`), restored files go to the
+/// owner of the folder they land in, so the service user can open them.
+struct OwnerFix {
+    as_root: bool,
+}
+
+impl OwnerFix {
+    fn for_root() -> Self {
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        Self { as_root: unsafe { libc::geteuid() } == 0 }
+    }
+
+    fn apply(&self, path: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        if !self.as_root {
+            return;
+        }
+        let Some(parent) = path.parent().and_then(|p| std::fs::metadata(p).ok()) else { return };
+        if let Err(e) = std::os::unix::fs::lchown(path, Some(parent.uid()), Some(parent.gid())) {
+            tracing::warn!("{}: cannot give it to the folder's owner: {e}", path.display());
+        }
+    }
 }

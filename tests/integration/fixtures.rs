@@ -32,6 +32,17 @@ pub enum Need {
 }
 
 impl Need {
+    /// Shown beside an ignored test in the runner's output.
+    pub fn label(self) -> &'static str {
+        match self {
+            Need::RealFixtures => "needs fixtures",
+            Need::SharedTestbed => "needs testbed",
+            Need::Ffmpeg => "needs ffmpeg",
+            Need::RtspServer => "needs gstreamer",
+            Need::Tmpfs => "needs root",
+        }
+    }
+
     /// `None` when it is there, else why not.
     pub fn missing(self) -> Option<String> {
         static CACHE: OnceLock<Mutex<std::collections::HashMap<Need, Option<String>>>> = OnceLock::new();

@@ -65,7 +65,8 @@ fn main() -> std::process::ExitCode {
     let mut ignored = Vec::new();
     let mut trials = Vec::new();
     for test in modules.iter().flat_map(|tests| tests()) {
-        let missing: Vec<String> = test.needs.iter().filter_map(|n| n.missing()).collect();
+        let unmet: Vec<Need> = test.needs.iter().copied().filter(|n| n.missing().is_some()).collect();
+        let missing: Vec<String> = unmet.iter().filter_map(|n| n.missing()).collect();
         let run = test.run;
         let trial = Trial::test(test.name.clone(), move || {
             run();
@@ -76,7 +77,8 @@ fn main() -> std::process::ExitCode {
         } else {
             let reason = missing.join("; ");
             ignored.push((test.name, reason.clone()));
-            trials.push(trial.with_ignored_flag(true).with_kind(reason));
+            let labels: Vec<&str> = unmet.iter().map(|n| n.label()).collect();
+            trials.push(trial.with_ignored_flag(true).with_kind(labels.join(", ")));
         }
     }
     // CI has everything: a missing fixture there is a broken machine, not a skip.

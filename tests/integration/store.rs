@@ -16,6 +16,7 @@ crate::tests![
     a_full_disk_degrades_the_store_and_nothing_acknowledged_is_lost needs [RealFixtures, Tmpfs],
     an_alert_storm_on_a_blocked_store_sounds_on_time_and_stores_each_alert_once needs [RealFixtures],
     booting_on_a_full_disk_streams_and_sounds_then_stores_when_space_returns needs [RealFixtures, Tmpfs],
+    crafted_archives_are_refused_and_change_nothing needs [Tmpfs],
 ];
 
 /// The ids in `alerts.log`, in order.
@@ -465,4 +466,232 @@ fn booting_on_a_full_disk_streams_and_sounds_then_stores_when_space_returns() {
         let ids: std::collections::HashSet<&str> = stored.iter().filter_map(|a| a["id"].as_str()).collect();
         sounded_while_full.iter().all(|id| ids.contains(id.as_str())).then_some(())
     });
+}
+
+/// One tar entry as a crafted archive holds it, name and all, unchecked.
+struct Raw {
+    name: Vec<u8>,
+    kind: tar::EntryType,
+    data: Vec<u8>,
+    /// The size the header claims, when it is not the data's.
+    claimed: Option<u64>,
+    link: Option<&'static str>,
+}
+
+impl Raw {
+    fn file(name: &str, data: &[u8]) -> Self {
+        Self {
+            name: name.as_bytes().to_vec(),
+            kind: tar::EntryType::Regular,
+            data: data.to_vec(),
+            claimed: None,
+            link: None,
+        }
+    }
+}
+
+/// A tar.gz written byte by byte, so that names the `tar` crate would refuse
+/// to write can be tried.
+fn craft(path: &Path, entries: &[Raw]) {
+    use std::io::Write;
+    let mut out = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    for e in entries {
+        let mut header = tar::Header::new_gnu();
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.name[..e.name.len()].copy_from_slice(&e.name);
+        header.set_entry_type(e.kind);
+        header.set_size(e.claimed.unwrap_or(e.data.len() as u64));
+        header.set_mode(0o644);
+        if let Some(link) = e.link {
+            header.set_link_name(link).unwrap();
+        }
+        header.set_cksum();
+        out.write_all(header.as_bytes()).unwrap();
+        out.write_all(&e.data).unwrap();
+        out.write_all(&vec![0u8; (512 - e.data.len() % 512) % 512]).unwrap();
+    }
+    out.write_all(&[0u8; 1024]).unwrap();
+    out.finish().unwrap();
+}
+
+/// `manifest.json` for `files`, as `ops backup` writes it.
+fn manifest_for(files: &[(&str, &[u8])]) -> Raw {
+    use sha2::Digest;
+    let files: std::collections::BTreeMap<String, String> = files
+        .iter()
+        .map(|(name, data)| (name.to_string(), sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()))
+        .collect();
+    let manifest = serde_json::json!({ "created": "2026-01-01T00:00:00Z", "schema_version": 3, "files": files });
+    Raw::file("manifest.json", &serde_json::to_vec(&manifest).unwrap())
+}
+
+/// Every file under `dir` with a digest of its bytes: what "nothing
+/// changed" compares. The database is compared by its records instead
+/// (opening it may rewrite its header).
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    fn walk(dir: &Path, base: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        use sha2::Digest;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                walk(&p, base, out);
+            } else {
+                let digest = if p.extension().is_some_and(|x| x == "redb") {
+                    let store = smart_cctv::store::Store::open(&p).unwrap();
+                    format!("{:?}", store.alerts(&smart_cctv::store::Query::default()).unwrap())
+                } else if meta.is_file() {
+                    sha2::Sha256::digest(std::fs::read(&p).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+                } else {
+                    "(not a file)".into()
+                };
+                out.insert(p.strip_prefix(base).unwrap().display().to_string(), digest);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn crafted_archives_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Run from the temporary folder: nothing of the checkout may be read or written.
+    let cli = |config: &Path, data: &Path, args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let config = dir.path().join("config.yaml");
+    write_private(&config, "cameras: []\nhttp:\n  listen: \"127.0.0.1:1\"\n");
+    let data = dir.path().join("data");
+    {
+        let store = smart_cctv::store::Store::open(&data.join("events.redb")).unwrap();
+        let record = smart_cctv::store::AlertRecord {
+            id: "0192-restore".into(),
+            time_us: 1,
+            rule: "r".into(),
+            camera: "c".into(),
+            class: "person".into(),
+            confidence: 0.9,
+            track_ids: vec![1],
+            distance_m: None,
+            snapshot: String::new(),
+        };
+        store.append_alerts(&[record]).unwrap();
+    }
+    let db = std::fs::read(data.join("events.redb")).unwrap();
+    let escape = std::env::temp_dir().join(format!("smart-cctv-escape-{}", std::process::id()));
+    let escape_name = escape.display().to_string();
+    let valid = |extra: Vec<Raw>, listed: &[(&str, &[u8])]| {
+        let mut entries = vec![Raw::file("data/events.redb", &db)];
+        entries.extend(extra);
+        let mut files: Vec<(&str, &[u8])> = vec![("data/events.redb", &db)];
+        files.extend_from_slice(listed);
+        entries.push(manifest_for(&files));
+        entries
+    };
+    let link = |name: &str, kind: tar::EntryType, to: &'static str| Raw {
+        name: name.as_bytes().to_vec(),
+        kind,
+        data: Vec::new(),
+        claimed: None,
+        link: Some(to),
+    };
+    let many: Vec<Raw> = (0..100_000).map(|i| Raw::file(&format!("data/snapshots/d/{i}.jpg"), b"")).collect();
+    let not_redb = b"SQLite format 3\0 and the rest of someone else's file".to_vec();
+    let cases: Vec<(&str, Vec<Raw>, &str)> = vec![
+        (
+            "dot-dot",
+            valid(vec![Raw::file("data/../../x", b"x")], &[("data/../../x", b"x")]),
+            "not a file a backup holds",
+        ),
+        ("absolute", valid(vec![Raw::file(&escape_name, b"x")], &[]), "not a file a backup holds"),
+        (
+            "double slash",
+            valid(vec![Raw::file(&format!("data/{escape_name}"), b"x")], &[]),
+            "not a file a backup holds",
+        ),
+        (
+            "unknown file",
+            valid(vec![Raw::file("data/run.sh", b"x")], &[("data/run.sh", b"x")]),
+            "not a file a backup holds",
+        ),
+        (
+            "symlink",
+            valid(vec![link("data/snapshots/d/x.jpg", tar::EntryType::Symlink, "/etc/passwd")], &[]),
+            "not a regular file",
+        ),
+        (
+            "hardlink",
+            valid(vec![link("data/snapshots/d/x.jpg", tar::EntryType::Link, "data/events.redb")], &[]),
+            "not a regular file",
+        ),
+        (
+            "device",
+            valid(vec![Raw { kind: tar::EntryType::Char, ..Raw::file("data/snapshots/d/x.jpg", b"") }], &[]),
+            "not a regular file",
+        ),
+        (
+            "huge file",
+            valid(vec![Raw { claimed: Some(1 << 40), ..Raw::file("data/snapshots/d/big.jpg", b"") }], &[]),
+            "--max-bytes",
+        ),
+        ("100 000 entries", valid(many, &[]), "--max-entries"),
+        (
+            "not a redb database",
+            vec![Raw::file("data/events.redb", &not_redb), manifest_for(&[("data/events.redb", &not_redb)])],
+            "not a usable event store",
+        ),
+        ("manifest lists a missing file", valid(vec![], &[("config/config.yaml", b"cameras: []\n")]), "does not hold"),
+        (
+            "file not in the manifest",
+            valid(vec![Raw::file("config/config.yaml", b"cameras: []\n")], &[]),
+            "not in the manifest",
+        ),
+        (
+            "checksum",
+            valid(vec![Raw::file("config/config.yaml", b"cameras: []\n")], &[("config/config.yaml", b"other\n")]),
+            "does not match its checksum",
+        ),
+    ];
+    let before = tree(dir.path());
+    for (what, entries, needle) in cases {
+        let archive = tempfile::NamedTempFile::new().unwrap();
+        craft(archive.path(), &entries);
+        let (code, out) = cli(&config, &data, &["ops", "restore", archive.path().to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{what}: {out}");
+        assert!(out.contains(needle) && out.contains("nothing was changed"), "{what}: expected `{needle}`: {out}");
+        assert_eq!(tree(dir.path()), before, "{what} changed the data or config");
+        assert!(!escape.exists(), "{what} wrote outside");
+    }
+
+    // The real thing: verified without change, then restored; as root, the
+    // files go to the owner of the folder they land in.
+    let good = dir.path().join("backups");
+    let (code, out) = cli(&config, &data, &["ops", "backup", "--to", good.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let archive = std::fs::read_dir(&good).unwrap().flatten().next().unwrap().path();
+    let (code, out) = cli(&config, &data, &["ops", "restore", "--verify", archive.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("verified") && out.contains("nothing was changed"), "{out}");
+    std::fs::remove_file(data.join("events.redb")).unwrap();
+    let owner = (65534, 65534);
+    std::os::unix::fs::chown(&data, Some(owner.0), Some(owner.1)).unwrap();
+    let (code, out) = cli(&config, &data, &["ops", "restore", archive.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let meta = std::fs::metadata(data.join("events.redb")).unwrap();
+    assert_eq!((std::os::unix::fs::MetadataExt::uid(&meta), std::os::unix::fs::MetadataExt::gid(&meta)), owner);
+    let (code, out) = cli(&config, &data, &["alerts", "list", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("0192-restore"), "{out}");
+    // The config went back beside --config, not into the working directory.
+    assert!(config.is_file() && !data.join("config").exists());
 }
