@@ -49,16 +49,16 @@ install -m 0644 ops/smart-cctv.service "$units/smart-cctv.service"
 # The policy ships with the program; the config is the user's and is kept.
 install -m 0644 supervision.toml "$etc/supervision.toml"
 if [ ! -e "$etc/config.yaml" ]; then
-  install -m 0600 config/config.yaml "$etc/config.yaml"
+  install -m 0640 config/config.yaml "$etc/config.yaml"
   echo "installed $etc/config.yaml: add your cameras, then 'smart-cctv --config $etc/config.yaml config validate'"
 fi
-# It holds camera and SMTP passwords.
-chmod 0600 "$etc/config.yaml"
+# It holds camera and SMTP passwords: root writes it, the service only reads it.
+chmod 0640 "$etc/config.yaml"
 
 if [ "$real_root" = yes ]; then
   chown -R "$user:$user" "$data"
   chown "root:$user" "$etc" "$etc/calibration"
-  chown "$user:$user" "$etc/config.yaml"
+  chown "root:$user" "$etc/config.yaml"
   if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl enable smart-cctv.service

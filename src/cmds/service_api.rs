@@ -46,8 +46,8 @@ pub struct ListFilter {
     #[arg(long)]
     pub class: Option<String>,
     /// At most this many (the newest)
-    #[arg(long)]
-    pub limit: Option<usize>,
+    #[arg(long, default_value_t = crate::http::routes::MAX_LIMIT)]
+    pub limit: usize,
     /// One JSON object per line
     #[arg(long)]
     pub json: bool,
@@ -66,7 +66,7 @@ impl ListFilter {
             camera: self.camera.clone(),
             rule,
             class: self.class.clone(),
-            limit: self.limit,
+            limit: Some(self.limit),
             ..Query::default()
         }
         .since(ago))

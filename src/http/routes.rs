@@ -39,7 +39,54 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/snapshots/{*path}", get(snapshot))
         .route("/api/ops/db-copy", axum::routing::post(db_copy))
         .route("/api/ops/compact", axum::routing::post(compact))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), same_machine))
         .with_state(state)
+}
+
+/// Whether a `Host` or `Origin` host names this machine's loopback.
+fn is_loopback_host(host: &str) -> bool {
+    // `localhost:9810`, `127.0.0.1`, `[::1]:9810`
+    let name =
+        match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host
+                .rsplit_once(':')
+                .map_or(host, |(name, port)| if port.chars().all(|c| c.is_ascii_digit()) { name } else { host }),
+        };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses what a web page elsewhere could make a browser send: a `Host`
+/// that is not this machine's loopback (DNS rebinding), unless the listener
+/// is deliberately opened with `http.allow_non_loopback`, and any request
+/// that changes something from a foreign `Origin`.
+async fn same_machine(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (host, origin) = {
+        let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        (header(header::HOST), header(header::ORIGIN))
+    };
+    let reads = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let open = state.config.borrow().http.allow_non_loopback;
+    if !open && !host.as_deref().is_some_and(is_loopback_host) {
+        return error(StatusCode::FORBIDDEN, "this API answers only requests addressed to the loopback address");
+    }
+    if let Some(origin) = origin.filter(|_| !reads) {
+        let from = url::Url::parse(&origin).ok().and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+        });
+        let same = from.is_some_and(|h| is_loopback_host(&h) || host.as_deref() == Some(h.as_str()));
+        if !same {
+            return error(StatusCode::FORBIDDEN, "requests that change something must not come from another site");
+        }
+    }
+    next.run(request).await
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
@@ -82,11 +129,20 @@ pub struct ListParams {
     limit: Option<usize>,
 }
 
+/// Records one request answers when it does not say (`limit`).
+pub const DEFAULT_LIMIT: usize = 100;
+/// The most records one request can ask for.
+pub const MAX_LIMIT: usize = 10_000;
+
 impl ListParams {
     fn query(self) -> Result<Query, String> {
         let since = self.since.as_deref().map(crate::base::duration::parse).transpose();
         let since = since.map_err(|e| format!("since: {e}"))?;
-        Ok(Query { camera: self.camera, rule: self.rule, class: self.class, limit: self.limit, ..Query::default() }
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit > MAX_LIMIT {
+            return Err(format!("limit: {limit} is more than {MAX_LIMIT}; page with since"));
+        }
+        Ok(Query { camera: self.camera, rule: self.rule, class: self.class, limit: Some(limit), ..Query::default() }
             .since(since))
     }
 }
@@ -168,5 +224,21 @@ async fn snapshot(State(state): State<ApiState>, axum::extract::Path(path): axum
     match tokio::fs::read(&file).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response(),
         Err(_) => error(StatusCode::NOT_FOUND, "no such snapshot"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn only_loopback_names_are_this_machine() {
+        for host in ["localhost", "localhost:9810", "127.0.0.1", "127.0.0.1:9810", "127.9.9.9", "[::1]", "[::1]:9810"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["evil.example", "evil.example:9810", "192.168.1.5:9810", "localhost.evil.example", "[::2]:80", ""]
+        {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 }

@@ -268,18 +268,21 @@ impl Store {
         let table = txn.open_table(table).map_err(io)?;
         let from = (query.since_us.unwrap_or(0).max(0) as u128) << 16;
         let to = query.until_us.map_or(u128::MAX, |t| (t.max(0) as u128) << 16);
+        // Newest first, stopping at the limit: a small page of a large
+        // table decodes only what it returns.
+        let limit = query.limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
-        for entry in table.range(from..to).map_err(io)? {
+        for entry in table.range(from..to).map_err(io)?.rev() {
+            if out.len() >= limit {
+                break;
+            }
             let (_, value) = entry.map_err(io)?;
             let record: T = serde_json::from_slice(value.value()).map_err(io)?;
             if keep(&record) {
                 out.push(record);
             }
         }
-        if let Some(limit) = query.limit {
-            let skip = out.len().saturating_sub(limit);
-            out.drain(..skip);
-        }
+        out.reverse();
         Ok(out)
     }
 

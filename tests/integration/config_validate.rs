@@ -16,6 +16,7 @@ crate::tests![
     every_problem_is_reported_at_once,
     environment_overrides_the_file,
     systemd_unit_matches_the_service_contract,
+    the_unit_is_confined_to_an_exposure_of_2_or_less needs [SystemdAnalyze],
     hostile_configs_are_refused_with_the_key_or_the_limit,
     a_running_service_refuses_hostile_reloads_and_keeps_its_config,
 ];
@@ -317,4 +318,29 @@ fn a_running_service_refuses_hostile_reloads_and_keeps_its_config() {
     assert!(grew < 50.0, "RSS grew {grew:.1} MiB over the hostile reloads");
     assert_eq!(metric(&service.get("/metrics").1, "smart_cctv_config_generation"), Some(1.0));
     assert_eq!(service.get("/healthz").0, 200);
+}
+
+fn the_unit_is_confined_to_an_exposure_of_2_or_less() {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(repo_file("ops/smart-cctv.service"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("exposure level for smart-cctv.service: ").nth(1)?.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no score in:\n{text}{}", String::from_utf8_lossy(&out.stderr)));
+    eprintln!("systemd-analyze security: {score}");
+    assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
+    let unit = std::fs::read_to_string(repo_file("ops/smart-cctv.service")).unwrap();
+    for needed in [
+        "DeviceAllow=char-video4linux rw",
+        "DeviceAllow=char-alsa rw",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    ] {
+        assert!(unit.contains(needed), "the unit must still allow what the service uses: {needed}");
+    }
 }

@@ -29,6 +29,8 @@ pub enum Need {
     RtspServer,
     /// Mounting a small tmpfs (root, or a container that allows it).
     Tmpfs,
+    /// `systemd-analyze`, to score the unit's confinement.
+    SystemdAnalyze,
 }
 
 impl Need {
@@ -40,6 +42,7 @@ impl Need {
             Need::Ffmpeg => "needs ffmpeg",
             Need::RtspServer => "needs gstreamer",
             Need::Tmpfs => "needs root",
+            Need::SystemdAnalyze => "needs systemd-analyze",
         }
     }
 
@@ -74,6 +77,8 @@ impl Need {
                 |_| None,
             ),
             Need::Tmpfs => tmpfs_mountable(),
+            Need::SystemdAnalyze => (!command_works("systemd-analyze", &["--version"]))
+                .then(|| "needs systemd-analyze (Debian's systemd; ops/setup-deps installs it)".to_owned()),
         };
         cache.lock().unwrap().insert(self, answer.clone());
         answer

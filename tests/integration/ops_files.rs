@@ -115,7 +115,7 @@ fn install_sh_can_run_twice_and_keeps_the_users_config() {
     install(root.path());
     let config = root.path().join("etc/smart-cctv/config.yaml");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o640);
     assert!(root.path().join("etc/systemd/system/smart-cctv.service").is_file());
     assert!(root.path().join("usr/local/bin/smart-cctv").is_file());
     assert!(root.path().join("var/lib/smart-cctv").is_dir());
@@ -125,5 +125,5 @@ fn install_sh_can_run_twice_and_keeps_the_users_config() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     install(root.path());
     assert_eq!(std::fs::read_to_string(&config).unwrap(), "cameras: []\n");
-    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o640);
 }

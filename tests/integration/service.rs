@@ -11,7 +11,40 @@ crate::tests![
     a_root_that_cannot_start_exits_non_zero_with_the_reason,
     non_loopback_listen_is_refused_unless_allowed,
     a_reload_applies_detection_settings_live_and_rolls_back_when_a_start_fails needs [Ffmpeg],
+    a_foreign_host_or_origin_is_refused,
 ];
+
+/// Status of one request with these extra header lines.
+fn status_with(addr: std::net::SocketAddr, method: &str, path: &str, headers: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn a_foreign_host_or_origin_is_refused() {
+    let service = Service::start(&config(""), &[]);
+    service.wait_healthy(Duration::from_secs(60));
+    let addr = service.addr;
+    let own = format!("Host: {addr}\r\n");
+    assert_eq!(status_with(addr, "GET", "/api/config", &own), 200);
+    assert_eq!(status_with(addr, "GET", "/api/config", "Host: localhost\r\n"), 200);
+    // DNS rebinding: a page on evil.example whose name now points here.
+    assert_eq!(status_with(addr, "GET", "/api/config", "Host: evil.example\r\n"), 403);
+    assert_eq!(status_with(addr, "GET", "/api/alerts", "Host: evil.example:80\r\n"), 403);
+    assert_eq!(status_with(addr, "GET", "/metrics", ""), 403, "no Host at all");
+    // A page elsewhere posting to the loopback API.
+    let foreign = format!("{own}Origin: http://evil.example\r\n");
+    assert_eq!(status_with(addr, "POST", "/api/ops/compact", &foreign), 403);
+    assert_eq!(status_with(addr, "POST", "/api/ops/db-copy", &foreign), 403);
+    // `since` out of range is the caller's error, not a crash.
+    assert_eq!(status_with(addr, "GET", "/api/alerts?since=1e20", &own), 400);
+    assert_eq!(status_with(addr, "GET", "/api/alerts?limit=100000", &own), 400);
+    assert_eq!(service.get("/healthz").0, 200);
+}
 
 /// A config with no cameras and the random-weights model; `detection`
 /// adds keys under `processing.detection`, `extra` adds top-level sections.

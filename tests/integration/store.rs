@@ -78,7 +78,7 @@ fn an_alert_storm_on_a_blocked_store_sounds_on_time_and_stores_each_alert_once()
     std::thread::sleep(Duration::from_secs(2));
     let sounded = logged_ids(&service);
     let stored = wait_for("every sounded alert stored", Duration::from_secs(60), || {
-        let (status, body) = http_get(service.addr, "/api/alerts?since=1h&limit=100000").ok()?;
+        let (status, body) = http_get(service.addr, "/api/alerts?since=1h&limit=10000").ok()?;
         let stored: Vec<String> = serde_json::from_str::<Vec<Value>>(&body)
             .ok()
             .filter(|_| status == 200)?
@@ -461,7 +461,7 @@ fn booting_on_a_full_disk_streams_and_sounds_then_stores_when_space_returns() {
         (!health.contains("root/storage/store")).then_some(())
     });
     wait_for("the alerts held while the disk was full, stored", Duration::from_secs(60), || {
-        let (status, body) = http_get(service.addr, "/api/alerts?since=1h&limit=100000").ok()?;
+        let (status, body) = http_get(service.addr, "/api/alerts?since=1h&limit=10000").ok()?;
         let stored: Vec<Value> = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
         let ids: std::collections::HashSet<&str> = stored.iter().filter_map(|a| a["id"].as_str()).collect();
         sounded_while_full.iter().all(|id| ids.contains(id.as_str())).then_some(())
