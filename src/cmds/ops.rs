@@ -25,6 +25,12 @@ pub enum OpsCommand {
         /// Include the snapshots
         #[arg(long)]
         with_snapshots: bool,
+        /// Archive the config with every password replaced by `***`
+        #[arg(long)]
+        exclude_secrets: bool,
+        /// Archives to keep in the folder [default: backup.keep, 7]
+        #[arg(long)]
+        keep: Option<usize>,
     },
     /// Upgrade the event store's schema (with the service stopped)
     Migrate,
@@ -65,7 +71,9 @@ pub fn run(cli: &Cli, command: &OpsCommand) -> anyhow::Result<i32> {
             }
             return Ok(0);
         }
-        OpsCommand::Backup { to, with_snapshots } => return backup(cli, &data_dir, to.as_deref(), *with_snapshots),
+        OpsCommand::Backup { to, with_snapshots, exclude_secrets, keep } => {
+            return backup(cli, &data_dir, to.as_deref(), *with_snapshots, *exclude_secrets, *keep);
+        }
         OpsCommand::Restore { archive, verify, max_bytes, max_entries } => {
             // Config files go back where the service reads them: beside the
             // --config file, and the policy where --supervision names it.
@@ -126,9 +134,13 @@ fn backup(
     data_dir: &std::path::Path,
     to: Option<&std::path::Path>,
     with_snapshots: bool,
+    exclude_secrets: bool,
+    keep: Option<usize>,
 ) -> anyhow::Result<i32> {
     use crate::store::backup;
     let config_path = cli.config_path();
+    let config = crate::config::load(config_path.as_deref())?.config;
+    let keep = keep.unwrap_or(config.backup.keep);
     let copy = data_dir.join("backup-tmp").join("events-offline.redb");
     let copy = match Source::open(data_dir, &listen(config_path.as_deref())?)? {
         Source::File(store) => {
@@ -137,12 +149,21 @@ fn backup(
             copy
         }
         Source::Service(listen) => {
-            call::<std::path::PathBuf>(&listen, "POST", "/api/ops/db-copy", std::time::Duration::from_secs(150))?
+            let answered: std::path::PathBuf =
+                call(&listen, "POST", "/api/ops/db-copy", std::time::Duration::from_secs(150))?;
+            backup::check_copy(data_dir, &answered)?
         }
     };
     let calibration_dir = crate::config::load::calibration_dir(config_path.as_deref());
     let mut files = vec![("data/events.redb".to_owned(), copy.clone())];
     files.extend(backup::config_files(config_path.as_deref(), cli.supervision_path().as_deref(), &calibration_dir));
+    // Without secrets: the config as the service understood it, every
+    // password as `***` (JSON, which is YAML too), instead of the file.
+    let redacted = data_dir.join(backup::COPY_DIR).join("config-redacted.yaml");
+    if exclude_secrets && let Some(entry) = files.iter_mut().find(|(name, _)| name == "config/config.yaml") {
+        std::fs::write(&redacted, serde_json::to_vec_pretty(&config)?)?;
+        entry.1 = redacted.clone();
+    }
     if with_snapshots {
         files.extend(backup::snapshot_files(data_dir));
     }
@@ -162,8 +183,12 @@ fn backup(
     });
     bar.finish_and_clear();
     let _ = std::fs::remove_file(&copy);
+    let _ = std::fs::remove_file(&redacted);
     let archive = archive?;
     println!("wrote {} ({} files)", archive.display(), files.len());
+    for old in backup::rotate(&out, keep) {
+        println!("deleted {} (keeping the newest {keep})", old.display());
+    }
     Ok(0)
 }
 

@@ -33,6 +33,28 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+/// `ops backup`'s archives.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Archives kept in the backup folder; older ones are deleted after a
+    /// new one is written.
+    #[serde(default = "default_backup_keep")]
+    pub keep: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self { keep: default_backup_keep() }
+    }
+}
+
+fn default_backup_keep() -> usize {
+    7
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

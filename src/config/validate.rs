@@ -22,6 +22,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     speakers(&config.speakers, &mut p);
     monitoring(&config.monitoring, &mut p);
     http(&config.http, &mut p);
+    if !(1..=1000).contains(&config.backup.keep) {
+        p.push(Problem::new("backup.keep", format!("{} must be between 1 and 1000", config.backup.keep)));
+    }
     if config.storage.data_dir.as_os_str().is_empty() {
         p.push(Problem::new("storage.data_dir", "must not be empty"));
     }

@@ -46,13 +46,12 @@ pub fn router(state: ApiState) -> Router {
 /// Whether a `Host` or `Origin` host names this machine's loopback.
 fn is_loopback_host(host: &str) -> bool {
     // `localhost:9810`, `127.0.0.1`, `[::1]:9810`
-    let name =
-        match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host
-                .rsplit_once(':')
-                .map_or(host, |(name, port)| if port.chars().all(|c| c.is_ascii_digit()) { name } else { host }),
-        };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.chars().all(|c| c.is_ascii_digit()) { name } else { host }),
+    };
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
@@ -186,13 +185,17 @@ async fn events(axum::extract::Query(p): axum::extract::Query<ListParams>) -> Re
 /// A consistent copy of the database for `ops backup` while the service
 /// runs, written under `data/backup-tmp/`; answers its path.
 async fn db_copy(State(state): State<ApiState>) -> Response {
-    let dest = state
-        .data_dir
-        .join("backup-tmp")
-        .join(format!("events-{}.redb", chrono::Local::now().format("%Y%m%d-%H%M%S%.3f")));
-    if let Some(dir) = dest.parent()
-        && let Err(e) = std::fs::create_dir_all(dir)
-    {
+    // One copy at a time: each is the whole database, and repeated calls
+    // must not fill the disk.
+    static COPYING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let Ok(_one) = COPYING.try_lock() else {
+        return error(StatusCode::CONFLICT, "a copy of the database is being made; try again when it is done");
+    };
+    let dir = state.data_dir.join(crate::store::backup::COPY_DIR);
+    // Copies the CLI did not delete (it was killed, say) go after an hour.
+    crate::store::backup::remove_stale_copies(&dir, std::time::Duration::from_secs(3600));
+    let dest = dir.join(format!("events-{}.redb", chrono::Local::now().format("%Y%m%d-%H%M%S%.3f")));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e);
     }
     ask_store(120_000, |reply| StoreMsg::CopyTo(dest, reply)).await

@@ -80,7 +80,7 @@ pub fn list_snapshots(snapshots: &Path) -> Vec<SnapshotFile> {
         .into_iter()
         .filter(|p| !p.starts_with(&pending) && p.extension().is_some_and(|e| e == "jpg"))
         .filter_map(|path| {
-            let meta = std::fs::metadata(&path).ok()?;
+            let meta = std::fs::symlink_metadata(&path).ok()?;
             Some(SnapshotFile { modified: meta.modified().ok()?, bytes: meta.len(), path })
         })
         .collect();
@@ -144,7 +144,8 @@ fn remove_empty_days(snapshots: &Path, outcome: &mut Outcome) {
     for day in days.flatten() {
         let path = day.path();
         let is_pending = path.file_name().is_some_and(|n| n == crate::alerts::snapshot::PENDING);
-        let empty = path.is_dir() && !is_pending && std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        let empty = is_dir && !is_pending && std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
         if empty && let Err(e) = std::fs::remove_dir(&path) {
             outcome.errors.push(format!("{}: {e}", path.display()));
         }

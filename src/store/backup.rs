@@ -15,6 +15,41 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST: &str = "manifest.json";
+/// Where database copies for backups are made, under the data directory.
+pub const COPY_DIR: &str = "backup-tmp";
+
+/// Deletes database copies in `dir` older than `age`.
+pub fn remove_stale_copies(dir: &Path, age: std::time::Duration) {
+    for file in crate::store::check::files_under(dir) {
+        let old = std::fs::symlink_metadata(&file)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
+        if old {
+            let _ = std::fs::remove_file(&file);
+        }
+    }
+}
+
+/// The copy the running service says it made: accepted only as a regular
+/// file directly in `data_dir/backup-tmp/` that opens as an event store, so
+/// whatever answers on the port cannot make a backup read (and then delete)
+/// another file.
+pub fn check_copy(data_dir: &Path, answered: &Path) -> Result<PathBuf, BackupError> {
+    let refuse =
+        |why: &str| BackupError::Io(format!("the service answered {}: {why}; refusing it", answered.display()));
+    let dir = std::fs::canonicalize(data_dir.join(COPY_DIR)).map_err(|_| refuse("there is no copy folder"))?;
+    let name = answered.file_name().ok_or_else(|| refuse("not a file name"))?;
+    let inside = answered.parent().and_then(|p| std::fs::canonicalize(p).ok()).is_some_and(|p| p == dir);
+    if !inside {
+        return Err(refuse("not in the data directory's backup-tmp folder"));
+    }
+    let path = dir.join(name);
+    if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Err(refuse("not a regular file"));
+    }
+    Store::open(&path).map_err(|_| refuse("not an event store"))?;
+    Ok(path)
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Manifest {
@@ -47,13 +82,63 @@ pub fn write_archive(
     files: &[(String, PathBuf)],
     progress: &dyn Fn(u64, u64),
 ) -> Result<PathBuf, BackupError> {
-    use sha2::{Digest, Sha256};
-    std::fs::create_dir_all(out_dir).map_err(|e| BackupError::Io(format!("{}: {e}", out_dir.display())))?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    // Backups hold the database and the config's passwords: a private folder
+    // (when this creates it) and files only their owner reads.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out_dir)
+        .map_err(|e| BackupError::Io(format!("{}: {e}", out_dir.display())))?;
     let now = chrono::Local::now();
-    let path = out_dir.join(format!("smart-cctv-{}.tar.gz", now.format("%Y%m%d-%H%M%S")));
-    let mut manifest = Manifest { created: now.to_rfc3339(), schema_version: SCHEMA_VERSION, files: BTreeMap::new() };
+    let path = out_dir.join(format!("smart-cctv-{}.tar.gz", now.format("%Y%m%d-%H%M%S%.3f")));
     let partial = path.with_extension("part");
-    let file = std::fs::File::create(&partial).map_err(|e| BackupError::Io(format!("{}: {e}", partial.display())))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(|e| BackupError::Io(format!("{}: {e}", partial.display())))?;
+    let written = write_entries(file, files, now, progress).and_then(|()| std::fs::rename(&partial, &path).map_err(io));
+    if let Err(e) = written {
+        // No half-written archive is left to be mistaken for a backup.
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// Keeps the newest `keep` archives in `dir` (by their time-stamped names)
+/// and deletes the rest; answers what it deleted.
+pub fn rotate(dir: &Path, keep: usize) -> Vec<PathBuf> {
+    let mut archives: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("smart-cctv-") && n.ends_with(".tar.gz"))
+        })
+        .collect();
+    archives.sort();
+    let excess = archives.len().saturating_sub(keep.max(1));
+    archives.truncate(excess);
+    archives.retain(|p| std::fs::remove_file(p).is_ok());
+    archives
+}
+
+fn write_entries(
+    file: std::fs::File,
+    files: &[(String, PathBuf)],
+    now: chrono::DateTime<chrono::Local>,
+    progress: &dyn Fn(u64, u64),
+) -> Result<(), BackupError> {
+    use sha2::{Digest, Sha256};
+    let mut manifest = Manifest { created: now.to_rfc3339(), schema_version: SCHEMA_VERSION, files: BTreeMap::new() };
     let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, Compression::default()));
     let append = |tar: &mut tar::Builder<_>, name: &str, bytes: &[u8]| -> Result<(), BackupError> {
         let mut header = tar::Header::new_gnu();
@@ -65,7 +150,10 @@ pub fn write_archive(
     let total: u64 = files.iter().filter_map(|(_, source)| std::fs::metadata(source).ok()).map(|m| m.len()).sum();
     let mut done = 0;
     for (name, source) in files {
-        let bytes = match std::fs::read(source) {
+        // Files under data/ are the service user's: a link planted there is
+        // never followed (a backup often runs as root).
+        let read = if name.starts_with("data/") { read_no_follow(source) } else { std::fs::read(source) };
+        let bytes = match read {
             Ok(bytes) => bytes,
             // A snapshot removed by retention meanwhile is simply not in this backup.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && name.starts_with("data/snapshots/") => continue,
@@ -79,9 +167,20 @@ pub fn write_archive(
     }
     let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(io)?;
     append(&mut tar, MANIFEST, &manifest_json)?;
-    tar.into_inner().and_then(|gz| gz.finish()).and_then(|f| f.sync_all()).map_err(io)?;
-    std::fs::rename(&partial, &path).map_err(io)?;
-    Ok(path)
+    tar.into_inner().and_then(|gz| gz.finish()).and_then(|f| f.sync_all()).map_err(io)
+}
+
+/// A regular file's bytes, refusing a symbolic link (`O_NOFOLLOW`).
+pub fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The files a backup holds besides the database.
@@ -105,24 +204,19 @@ pub fn config_files(
     files
 }
 
-/// Every snapshot under `data_dir/snapshots`, by archive name.
+/// Every snapshot under `data_dir/snapshots`, by archive name. Links are
+/// skipped and logged, never followed, so a planted link cannot pull another
+/// file into the backup and a folder loop cannot recurse for ever.
 pub fn snapshot_files(data_dir: &Path) -> Vec<(String, PathBuf)> {
-    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, base, out);
-            } else if p.extension().is_some_and(|x| x == "jpg")
-                && let Ok(rel) = p.strip_prefix(base)
-            {
-                // Only finished snapshots: they are renamed into place whole.
-                out.push((format!("data/{}", rel.display()), p.clone()));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&data_dir.join("snapshots"), data_dir, &mut out);
-    out
+    crate::store::check::files_under(&data_dir.join("snapshots"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .filter_map(|p| {
+            // Only finished snapshots: they are renamed into place whole.
+            let rel = p.strip_prefix(data_dir).ok()?.display().to_string();
+            Some((format!("data/{rel}"), p))
+        })
+        .collect()
 }
 
 /// Where a restore puts each kind of file.

@@ -110,14 +110,26 @@ pub fn check(data_dir: &Path, config_path: Option<&Path>, repair: bool) -> Repor
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    walk_regular(dir, &mut out);
+    out
+}
+
+/// Regular files only. A symbolic link (to a file or a folder) is reported
+/// and skipped, never followed: the folders under `data/` belong to the
+/// service user, and `ops check`, backups and retention may run as root; a
+/// link loop cannot make this recurse for ever.
+fn walk_regular(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => walk_regular(&path, out),
+            Ok(t) if t.is_file() => out.push(path),
+            Ok(t) if t.is_symlink() => {
+                metrics::counter!("smart_cctv_links_skipped_total").increment(1);
+                tracing::warn!("{}: a symbolic link where only files belong; skipped, not followed", path.display());
+            }
+            _ => {}
         }
     }
-    out
 }

@@ -17,6 +17,7 @@ crate::tests![
     an_alert_storm_on_a_blocked_store_sounds_on_time_and_stores_each_alert_once needs [RealFixtures],
     booting_on_a_full_disk_streams_and_sounds_then_stores_when_space_returns needs [RealFixtures, Tmpfs],
     crafted_archives_are_refused_and_change_nothing needs [Tmpfs],
+    backups_are_private_rotated_leave_out_secrets_and_follow_no_links,
 ];
 
 /// The ids in `alerts.log`, in order.
@@ -694,4 +695,105 @@ fn crafted_archives_are_refused_and_change_nothing() {
     assert!(out.contains("0192-restore"), "{out}");
     // The config went back beside --config, not into the working directory.
     assert!(config.is_file() && !data.join("config").exists());
+}
+
+/// The archive names in `dir`, oldest first.
+fn archives_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    found.sort();
+    found
+}
+
+/// `name`'s bytes inside a tar.gz.
+fn archived(archive: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(archive).unwrap()));
+    tar.entries().unwrap().flatten().find(|e| e.path().is_ok_and(|p| p.to_str() == Some(name))).map(|mut e| {
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).unwrap();
+        bytes
+    })
+}
+
+const PASSWORD: &str = "Backup-s3cret";
+
+fn backups_are_private_rotated_leave_out_secrets_and_follow_no_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("config.yaml");
+    write_private(
+        &config,
+        &format!(
+            "cameras:\n  - id: gate\n    url: rtsp://admin:{PASSWORD}@192.168.1.20/live\n\
+             monitoring:\n  smtp_username: me\n  smtp_password: {PASSWORD}-smtp\nhttp:\n  listen: \"127.0.0.1:{port}\"\n"
+        ),
+    );
+    let data = dir.path().join("data");
+    drop(smart_cctv::store::Store::open(&data.join("events.redb")).unwrap());
+    // A link planted among the snapshots, and a folder that loops.
+    let day = data.join("snapshots/2026-01-01");
+    std::fs::create_dir_all(&day).unwrap();
+    std::fs::write(day.join("gate_000000_r.jpg"), b"\xff\xd8 a snapshot").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", day.join("gate_000001_r.jpg")).unwrap();
+    std::os::unix::fs::symlink(data.join("snapshots"), day.join("loop")).unwrap();
+
+    let out_dir = dir.path().join("backups");
+    let backup = |extra: &[&str]| {
+        let mut args = vec!["ops", "backup", "--with-snapshots", "--keep", "2", "--to", out_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (code, out) = cli(&config, &data, &args);
+        assert_eq!(code, Some(0), "{out}");
+    };
+    for _ in 0..3 {
+        backup(&[]);
+    }
+    let archives = archives_in(&out_dir);
+    assert_eq!(archives.len(), 2, "keep 2: {archives:?}");
+    assert_eq!(std::fs::metadata(&out_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let newest = archives.last().unwrap();
+    assert_eq!(std::fs::metadata(newest).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(archived(newest, "data/snapshots/2026-01-01/gate_000000_r.jpg").is_some());
+    assert!(archived(newest, "data/snapshots/2026-01-01/gate_000001_r.jpg").is_none(), "a link was followed");
+    let with = String::from_utf8(archived(newest, "config/config.yaml").unwrap()).unwrap();
+    assert!(with.contains(PASSWORD), "a full backup restores the real config");
+
+    backup(&["--exclude-secrets"]);
+    let without = archives_in(&out_dir);
+    let without = String::from_utf8(archived(without.last().unwrap(), "config/config.yaml").unwrap()).unwrap();
+    assert!(!without.contains(PASSWORD) && without.contains("admin:***@192.168.1.20"), "{without}");
+    assert!(archives_in(&out_dir).iter().all(|p| !p.to_string_lossy().ends_with(".part")));
+
+    // ops check walks the same folders: it finishes, and reports the link.
+    let (_, out) = cli(&config, &data, &["ops", "check"]);
+    assert!(!out.contains("panicked"), "{out}");
+
+    // Whatever answers on the service's port cannot make a backup read, and
+    // then delete, another file.
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "not yours").unwrap();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let answer = serde_json::to_string(&victim).unwrap();
+    let fake = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming().take(3) {
+            let Ok(mut stream) = stream else { continue };
+            // Read the whole request head before answering.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    let (code, out) = cli(&config, &data, &["ops", "backup", "--to", out_dir.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("refusing it"), "{out}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "not yours");
+    drop(fake);
 }
