@@ -15,14 +15,17 @@ pub fn send(m: &MonitoringConfig, subject: &str, body: &str) -> Result<(), Strin
         .subject(subject)
         .body(body.to_owned())
         .map_err(|e| e.to_string())?;
-    let builder = if m.smtp_starttls {
+    let builder = if m.smtp_tls {
+        SmtpTransport::relay(&server).map_err(|e| format!("{server}: {e}"))?
+    } else if m.smtp_starttls {
         SmtpTransport::starttls_relay(&server).map_err(|e| format!("{server}: {e}"))?
     } else {
         SmtpTransport::builder_dangerous(&server)
     };
     let mut builder = builder.port(m.smtp_port).timeout(Some(Duration::from_secs(15)));
     if let (Some(user), Some(password)) = (&m.smtp_username, &m.smtp_password) {
-        builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+        // Validation refused a password over plain text unless allowed.
+        builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
     }
     builder.build().send(&message).map(|_| ()).map_err(|e| format!("{server}:{}: {e}", m.smtp_port))
 }

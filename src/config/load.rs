@@ -204,17 +204,28 @@ fn readable_by_others(path: &Path) -> bool {
 /// Redacts every `scheme://user:password@` inside free text, such as an error
 /// message that quotes a value.
 pub fn redact_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find("://") {
-        let start = rest[..pos].rfind(|c: char| c.is_whitespace() || "\"'`([{<,".contains(c)).map_or(0, |i| i + 1);
-        let end =
-            rest[pos..].find(|c: char| c.is_whitespace() || "\"'`)]}>,".contains(c)).map_or(rest.len(), |i| pos + i);
-        out.push_str(&rest[..start]);
-        out.push_str(&redact_url(&rest[start..end]));
-        rest = &rest[end..];
+    text.split_inclusive('\n').map(redact_line).collect()
+}
+
+/// Each URL in a line runs to the next URL or the end of the line, so a
+/// password holding a space, a comma or a quote is redacted whole; at worst
+/// some text after it is hidden too.
+fn redact_line(line: &str) -> String {
+    let is_scheme = |c: char| c.is_ascii_alphanumeric() || "+-.".contains(c);
+    let mut starts = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = line[from..].find("://") {
+        let at = from + pos;
+        let start = line[..at].char_indices().rev().find(|(_, c)| !is_scheme(*c)).map_or(0, |(i, c)| i + c.len_utf8());
+        starts.push(start);
+        from = at + 3;
     }
-    out.push_str(rest);
+    let Some(first) = starts.first() else { return line.to_owned() };
+    let mut out = line[..*first].to_owned();
+    for (i, start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(line.len());
+        out.push_str(&redact_url(&line[*start..end]));
+    }
     out
 }
 
@@ -233,6 +244,21 @@ mod tests {
         assert_eq!(
             redact_text("invalid value \"rtsp://a:b@h/x\", expected u32 (see rtsp://c:d@e)"),
             "invalid value \"rtsp://a:***@h/x\", expected u32 (see rtsp://c:***@e)"
+        );
+    }
+
+    #[test]
+    fn passwords_with_any_character_are_redacted_in_messages() {
+        for password in ["p a ss", "p,ass", "p\"ass", "p'ass", "p`ass", "p)ass", "pa@ss", "p/ass"] {
+            let text = format!("cannot connect to rtsp://admin:{password}@10.0.0.5/live: timed out, see rtsp://u:x@h");
+            let redacted = redact_text(&text);
+            assert!(!redacted.contains(password), "{password}: {redacted}");
+            assert!(redacted.starts_with("cannot connect to rtsp://admin:***@"), "{redacted}");
+            assert!(!redacted.contains("u:x@"), "{redacted}");
+        }
+        assert_eq!(
+            redact_text("GET http://cam/a?user=admin&pwd=x ok\nnext"),
+            "GET http://cam/a?user=***&pwd=*** ok\nnext"
         );
     }
 

@@ -532,9 +532,17 @@ pub struct MonitoringConfig {
     #[serde(default)]
     pub smtp_username: Option<String>,
     #[serde(default, skip_serializing)]
-    pub smtp_password: Option<String>,
+    pub smtp_password: Option<crate::config::secret::Secret>,
     #[serde(default = "yes")]
     pub smtp_starttls: bool,
+    /// Implicit TLS from the first byte (SMTPS, usually port 465), instead of
+    /// STARTTLS.
+    #[serde(default)]
+    pub smtp_tls: bool,
+    /// Sending the SMTP password over a connection without TLS must be said
+    /// out loud; otherwise such a config is refused.
+    #[serde(default)]
+    pub smtp_allow_plaintext: bool,
     /// At most one alert email per this interval; the rest are counted.
     #[serde(default = "default_email_interval", with = "duration")]
     pub email_min_interval: Duration,
@@ -555,6 +563,8 @@ impl Default for MonitoringConfig {
             smtp_port: default_smtp_port(),
             smtp_username: None,
             smtp_password: None,
+            smtp_tls: false,
+            smtp_allow_plaintext: false,
             smtp_starttls: true,
             email_min_interval: default_email_interval(),
         }

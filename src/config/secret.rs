@@ -58,16 +58,69 @@ pub fn redact_url(text: &str) -> String {
     };
     let authority_start = scheme_end + 3;
     let rest = &text[authority_start..];
-    // The userinfo ends at the last '@' before the path; a password may itself
-    // contain '@' or '/' when users forget to percent-encode it, so look for
-    // the last '@' anywhere before the first '/' that follows an '@'.
-    let Some(at) = rest.rfind('@') else {
-        return text.to_owned();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!("{}{}:***{}", &text[..authority_start], &userinfo[..colon], &rest[at..]),
+    // The userinfo ends at the last '@': a password may itself contain '@',
+    // '/', spaces or quotes when users forget to percent-encode it.
+    let redacted = match rest.rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{}{}:***{}", &text[..authority_start], &rest[..colon], &rest[at..]),
+            None => text.to_owned(),
+        },
         None => text.to_owned(),
+    };
+    redact_query(&redacted)
+}
+
+/// Query parameters that carry credentials (`?user=admin&password=...`),
+/// as some cameras take them.
+const SECRET_PARAMS: [&str; 7] = ["user", "username", "password", "pass", "pwd", "token", "auth"];
+
+/// Replaces the values of [`SECRET_PARAMS`] in a URL's query with `***`.
+fn redact_query(url: &str) -> String {
+    let Some(q) = url.find('?') else { return url.to_owned() };
+    let (head, query) = url.split_at(q + 1);
+    // The query ends at a fragment, or where the URL ends inside free text.
+    let end = query.find(|c: char| c == '#' || c.is_whitespace() || "\"'`<>".contains(c)).unwrap_or(query.len());
+    let (query, fragment) = query.split_at(end);
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}{}{fragment}", params.join("&"))
+}
+
+/// A secret from the config (the SMTP password): it prints as `***` in
+/// every form, and only [`Secret::expose`] gives it to the code that needs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
     }
 }
 
@@ -91,5 +144,24 @@ mod tests {
         assert_eq!(redact_url("rtsp://user@host/x"), "rtsp://user@host/x");
         assert_eq!(redact_url("not a url"), "not a url");
         assert_eq!(redact_url("rtsp://:pw@h"), "rtsp://:***@h");
+        assert_eq!(redact_url("rtsp://u:p a,s\"s'@h/x"), "rtsp://u:***@h/x");
+    }
+
+    #[test]
+    fn query_string_credentials_are_redacted() {
+        assert_eq!(
+            redact_url("http://cam/snap.cgi?user=admin&password=hunter2&res=hi#x"),
+            "http://cam/snap.cgi?user=***&password=***&res=hi#x"
+        );
+        assert_eq!(redact_url("rtsp://h/live?channel=1&PWD=x&Token=y"), "rtsp://h/live?channel=1&PWD=***&Token=***");
+        assert_eq!(redact_url("rtsp://h/live?channel=1"), "rtsp://h/live?channel=1");
+    }
+
+    #[test]
+    fn a_secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
+        assert_eq!(s.expose(), "hunter2");
     }
 }

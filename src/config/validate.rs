@@ -22,6 +22,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     speakers(&config.speakers, &mut p);
     monitoring(&config.monitoring, &mut p);
     http(&config.http, &mut p);
+    let m = &config.monitoring;
+    if m.smtp_password.is_some() && !m.smtp_tls && !m.smtp_starttls && !m.smtp_allow_plaintext {
+        p.push(Problem::new(
+            "monitoring.smtp_starttls",
+            "false would send the SMTP password in clear text; use smtp_starttls: true or smtp_tls: true \
+             (port 465), or say smtp_allow_plaintext: true",
+        ));
+    }
     if !(1..=1000).contains(&config.backup.keep) {
         p.push(Problem::new("backup.keep", format!("{} must be between 1 and 1000", config.backup.keep)));
     }

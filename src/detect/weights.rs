@@ -88,7 +88,8 @@ impl ModelStore {
     }
 
     fn download(&self, name: &str, entry: &ModelEntry, dest: &Path) -> Result<(), String> {
-        let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned());
+        // A mirror's address may carry a token: only scheme, host and path are shown.
+        let endpoint = shown_endpoint(&std::env::var("HF_ENDPOINT").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned()));
         tracing::info!(model = name, repo = %entry.repo, file = %entry.file, %endpoint, "downloading weights");
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let cache = self.dir.join(".hf-cache");
@@ -97,7 +98,10 @@ impl ModelStore {
             .with_progress(std::io::stderr().is_terminal())
             .build()
             .map_err(|e| e.to_string())?;
-        let fetched = api.model(entry.repo.clone()).get(&entry.file).map_err(|e| format!("{endpoint}: {e}"))?;
+        let fetched = api
+            .model(entry.repo.clone())
+            .get(&entry.file)
+            .map_err(|e| format!("{endpoint}: {}", crate::config::load::redact_text(&e.to_string())))?;
         if let Some(expected) = &entry.sha256 {
             let actual = sha256_file(&fetched).map_err(|e| e.to_string())?;
             if !actual.eq_ignore_ascii_case(expected) {
@@ -113,6 +117,20 @@ impl ModelStore {
         let _ = std::fs::remove_dir_all(&cache);
         tracing::info!(model = name, path = %dest.display(), "weights downloaded");
         Ok(())
+    }
+}
+
+/// `HF_ENDPOINT` without user, password, query or fragment, for messages.
+fn shown_endpoint(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(an unparsable HF_ENDPOINT)".to_owned(),
     }
 }
 

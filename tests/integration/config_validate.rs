@@ -18,6 +18,7 @@ crate::tests![
     systemd_unit_matches_the_service_contract,
     the_unit_is_confined_to_an_exposure_of_2_or_less needs [SystemdAnalyze],
     hostile_configs_are_refused_with_the_key_or_the_limit,
+    an_smtp_password_is_never_sent_in_clear_unless_allowed,
     a_running_service_refuses_hostile_reloads_and_keeps_its_config,
 ];
 
@@ -342,5 +343,26 @@ fn the_unit_is_confined_to_an_exposure_of_2_or_less() {
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
     ] {
         assert!(unit.contains(needed), "the unit must still allow what the service uses: {needed}");
+    }
+}
+
+fn an_smtp_password_is_never_sent_in_clear_unless_allowed() {
+    let smtp = |extra: &str| {
+        format!(
+            "{}monitoring:\n  smtp_server: mail.example\n  smtp_username: me\n  smtp_password: {PASSWORD}\n{extra}",
+            base()
+        )
+    };
+    let (code, out) = validate(&smtp("  smtp_starttls: false\n"));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("monitoring.smtp_starttls") && out.contains("clear text"), "{out}");
+    assert!(!out.contains(PASSWORD));
+    for fine in [
+        "",
+        "  smtp_starttls: false\n  smtp_tls: true\n  smtp_port: 465\n",
+        "  smtp_starttls: false\n  smtp_allow_plaintext: true\n",
+    ] {
+        let (code, out) = validate(&smtp(fine));
+        assert_eq!(code, 0, "{fine}: {out}");
     }
 }

@@ -13,7 +13,19 @@ crate::tests![
     named_model_is_downloaded_from_the_mirror_once,
     checksum_mismatch_is_refused,
     unreachable_hub_says_what_to_do,
+    a_token_in_hf_endpoint_is_never_printed,
 ];
+
+fn a_token_in_hf_endpoint_is_never_printed() {
+    let models = tempfile::tempdir().unwrap();
+    let image = any_image(models.path());
+    let dead = format!("http://mirror-user:tok3n-secret@127.0.0.1:{}/hub?token=tok3n-secret", free_port());
+    let output = detect_with_models_dir(models.path(), &dead, &image);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("HF_ENDPOINT"), "{stderr}");
+    assert!(!stderr.contains("tok3n-secret"), "{stderr}");
+}
 
 /// Any small image to detect on.
 fn any_image(dir: &Path) -> std::path::PathBuf {
