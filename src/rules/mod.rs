@@ -157,6 +157,9 @@ impl RuleEngine {
             if qualifying.is_empty() {
                 return None;
             }
+            // Cooldowns that have run out are forgotten: track ids only grow,
+            // and the service runs for months.
+            self.cooldowns.retain(|_, t| now.saturating_duration_since(*t) < cooldown);
             for (t, _) in &qualifying {
                 self.cooldowns.insert((camera.clone(), Some(t.id)), now);
             }

@@ -202,3 +202,18 @@ fn a_firing_reports_the_distance_and_best_object() {
     assert_eq!(firing.confidence, 0.9);
     assert!((firing.distance_m.unwrap() - 0.2).abs() < 1e-6, "{firing:?}");
 }
+
+#[test]
+fn per_track_cooldowns_are_forgotten_once_they_run_out() {
+    let mut engine =
+        RuleEngine::new(rule(serde_json::json!({}), serde_json::json!({"cooldown_per_track": true})), calibrations());
+    let cam: Arc<str> = Arc::from("cam");
+    let t0 = Instant::now();
+    // A thousand people pass one after another, a minute apart.
+    for i in 0..1000u64 {
+        let now = t0 + Duration::from_secs(60 * i);
+        assert!(engine.evaluate(&cam, &[person(i, (100.0, 100.0), 0.9)], now, noon()).is_some());
+    }
+    // Only the cooldowns still running (30 s) are kept, not one per track ever seen.
+    assert_eq!(engine.cooldowns.len(), 1);
+}

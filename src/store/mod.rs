@@ -123,6 +123,10 @@ fn set_aside_unfinished(path: &Path) {
     }
 }
 
+/// redb's page cache. Its default, 1 GiB, lets a growing database grow the
+/// process's memory for months on a small box; reads here are recent pages.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// An open store.
 pub struct Store {
     db: Database,
@@ -159,7 +163,7 @@ impl Store {
         }
         set_aside_unfinished(path);
         let existed = path.exists();
-        let db = Database::create(path).map_err(|e| {
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| {
             // A database this call began (on a full disk, say) has no header:
             // it would be refused as "not a redb database" from then on.
             if !existed {
