@@ -37,7 +37,7 @@ pub struct Config {
     pub backup: BackupConfig,
 }
 
-/// `ops backup`'s archives.
+/// Backups: `ops backup`'s archives, and scheduled ones (the old monthly cron).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupConfig {
@@ -45,11 +45,17 @@ pub struct BackupConfig {
     /// new one is written.
     #[serde(default = "default_backup_keep")]
     pub keep: usize,
+    /// Make a backup this often (`7d`); none when unset.
+    #[serde(default, with = "duration::option")]
+    pub every: Option<Duration>,
+    /// Where scheduled backups go, a mounted drive say [default: data/backups].
+    #[serde(default)]
+    pub to: Option<std::path::PathBuf>,
 }
 
 impl Default for BackupConfig {
     fn default() -> Self {
-        Self { keep: default_backup_keep() }
+        Self { keep: default_backup_keep(), every: None, to: None }
     }
 }
 

@@ -30,6 +30,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
              (port 465), or say smtp_allow_plaintext: true",
         ));
     }
+    if config.backup.every.is_some_and(|d| d < std::time::Duration::from_secs(1)) {
+        p.push(Problem::new("backup.every", "must be at least 1s"));
+    }
     if !(1..=1000).contains(&config.backup.keep) {
         p.push(Problem::new("backup.keep", format!("{} must be between 1 and 1000", config.backup.keep)));
     }

@@ -23,6 +23,8 @@ pub struct RetentionActor;
 pub struct RetentionArgs {
     pub data_dir: PathBuf,
     pub config: watch::Receiver<Arc<Config>>,
+    /// The config and supervision files, which scheduled backups hold.
+    pub config_files: (Option<PathBuf>, Option<PathBuf>),
 }
 
 pub struct RetentionState {
@@ -30,6 +32,9 @@ pub struct RetentionState {
     last_pass: Option<Instant>,
     last_check: Option<Instant>,
     in_pressure: bool,
+    /// The last scheduled backup tried, so a failing one is retried hourly,
+    /// not every tick.
+    last_backup_try: Option<Instant>,
     timer: tokio::task::JoinHandle<()>,
 }
 
@@ -60,7 +65,7 @@ impl Actor for RetentionActor {
         crate::faults::register("retention", &myself, RetentionMsg::Fault);
         let timer = myself.send_interval(TICK, || RetentionMsg::Tick);
         let _ = myself.cast(RetentionMsg::Tick);
-        Ok(RetentionState { args, last_pass: None, last_check: None, in_pressure: false, timer })
+        Ok(RetentionState { args, last_pass: None, last_check: None, in_pressure: false, last_backup_try: None, timer })
     }
 
     async fn handle(
@@ -83,12 +88,85 @@ impl Actor for RetentionActor {
             pass(state, &config, critical).await;
         }
         compact_if_due(state, &config).await;
+        backup_if_due(state, &config).await;
         Ok(())
     }
 
     async fn post_stop(&self, _: ActorRef<RetentionMsg>, state: &mut RetentionState) -> Result<(), ActorProcessingErr> {
         state.timer.abort();
         Ok(())
+    }
+}
+
+/// When the last scheduled backup succeeded, kept across restarts.
+const BACKED_UP_MARKER: &str = ".last-backup";
+/// A failed scheduled backup is tried again after this long.
+const BACKUP_RETRY: Duration = Duration::from_secs(3600);
+
+/// The old monthly backup cron: every `backup.every`, a backup into
+/// `backup.to`, verified as `ops restore --verify` would, the newest
+/// `backup.keep` kept. Failures are counted and logged, and retried.
+async fn backup_if_due(state: &mut RetentionState, config: &Config) {
+    let Some(every) = config.backup.every else { return };
+    let data_dir = state.args.data_dir.clone();
+    let marker = data_dir.join(BACKED_UP_MARKER);
+    let last = std::fs::metadata(&marker).and_then(|m| m.modified()).ok();
+    let due = last.is_none_or(|t| t.elapsed().is_ok_and(|e| e >= every));
+    let retry = state.last_backup_try.is_none_or(|t| t.elapsed() >= BACKUP_RETRY.min(every));
+    if !due || !retry {
+        return;
+    }
+    state.last_backup_try = Some(Instant::now());
+    let copy = data_dir.join(crate::store::backup::COPY_DIR).join("events-scheduled.redb");
+    let copied = match ractor::registry::where_is(STORE) {
+        Some(cell) => {
+            let store: ActorRef<StoreMsg> = cell.into();
+            let _ = std::fs::create_dir_all(copy.parent().unwrap_or(&data_dir));
+            match call_t!(store, StoreMsg::CopyTo, 120_000, copy.clone()) {
+                Ok(Ok(path)) => Ok(path),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(format!("the event store did not answer: {e}")),
+            }
+        }
+        None => Err("the event store is down".to_owned()),
+    };
+    let (config_path, supervision_path) = state.args.config_files.clone();
+    let out = config.backup.to.clone().unwrap_or_else(|| data_dir.join("backups"));
+    let keep = config.backup.keep;
+    let result = match copied {
+        Err(e) => Err(e),
+        Ok(copy) => tokio::task::spawn_blocking(move || {
+            use crate::store::backup;
+            let calibration_dir = crate::config::load::calibration_dir(config_path.as_deref());
+            let mut files = vec![("data/events.redb".to_owned(), copy.clone())];
+            files.extend(backup::config_files(config_path.as_deref(), supervision_path.as_deref(), &calibration_dir));
+            let written = backup::write_archive(&out, &files, &|_, _| {});
+            let _ = std::fs::remove_file(&copy);
+            let archive = written.map_err(|e| e.to_string())?;
+            // Verified as a restore would read it, in a scratch folder.
+            let scratch = data_dir.join("backup-verify");
+            let targets = backup::RestoreTargets { data_dir: scratch.clone(), config: None, supervision: None };
+            let verified = backup::restore(&archive, &targets, backup::RestoreLimits::default(), true);
+            let _ = std::fs::remove_dir_all(&scratch);
+            verified.map_err(|e| format!("{} does not verify: {e}", archive.display()))?;
+            let _ = std::fs::File::create(&marker);
+            backup::rotate(&out, keep);
+            Ok(archive)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string())),
+    };
+    match result {
+        Ok(archive) => {
+            metrics::counter!("smart_cctv_backups_total", "result" => "ok").increment(1);
+            metrics::gauge!("smart_cctv_backup_last_success_timestamp_seconds")
+                .set(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+            tracing::info!(archive = %archive.display(), "scheduled backup written and verified");
+        }
+        Err(e) => {
+            metrics::counter!("smart_cctv_backups_total", "result" => "failed").increment(1);
+            tracing::error!("scheduled backup failed: {e}; trying again in an hour");
+        }
     }
 }
 

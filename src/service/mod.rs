@@ -105,7 +105,8 @@ pub async fn run(opts: ServiceOptions) -> Result<i32, ServiceError> {
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let calibration_dir = crate::config::load::calibration_dir(opts.config_path.as_deref());
     let calibrations = topology::load_calibrations(&config_rx.borrow(), &calibration_dir, opts.config_path.is_none());
-    let components = topology::Components::new(board.clone(), metrics, config_rx, calibrations, data_dir.clone());
+    let mut components = topology::Components::new(board.clone(), metrics, config_rx, calibrations, data_dir.clone());
+    components.config_files = (opts.config_path.clone(), opts.supervision_path.clone());
     let (escalate_tx, mut escalations) = mpsc::unbounded_channel();
     let args = SupervisorArgs {
         path: "root".into(),

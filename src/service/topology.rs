@@ -56,6 +56,8 @@ pub struct Components {
     pub calibrations: Arc<HashMap<String, Calibration>>,
     /// The data directory (logs, events.redb, snapshots).
     pub data_dir: std::path::PathBuf,
+    /// The config and policy files the service reads, for scheduled backups.
+    pub config_files: (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
 }
 
 impl Components {
@@ -78,6 +80,7 @@ impl Components {
             defaults: None,
             calibrations: Arc::new(calibrations),
             data_dir,
+            config_files: (None, None),
         }
     }
 
@@ -282,7 +285,11 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
             Box::pin(async move { Ok(Actor::spawn_linked(None, ResourceActor, args, parent).await?.0.get_cell()) })
         }),
         "retention" => Arc::new(move |parent| {
-            let args = RetentionArgs { data_dir: c.data_dir.clone(), config: c.config.clone() };
+            let args = RetentionArgs {
+                data_dir: c.data_dir.clone(),
+                config: c.config.clone(),
+                config_files: c.config_files.clone(),
+            };
             Box::pin(async move { Ok(Actor::spawn_linked(None, RetentionActor, args, parent).await?.0.get_cell()) })
         }),
         "http" => Arc::new(move |parent| {

@@ -16,6 +16,7 @@ crate::tests![
     retention_removes_exactly_what_expired_and_status_shows_the_service,
     disk_pressure_frees_space_oldest_snapshots_first needs [Tmpfs],
     a_dead_camera_is_named_but_only_a_wedged_runtime_stops_the_watchdog needs [RtspServer],
+    scheduled_backups_are_written_verified_and_rotated,
 ];
 
 /// A service config on the random-weights model (these tests need one that runs).
@@ -202,4 +203,34 @@ fn a_dead_camera_is_named_but_only_a_wedged_runtime_stops_the_watchdog() {
         .unwrap_or_default();
     assert!(gap >= Duration::from_secs(3), "longest gap between pets {gap:?}; pets: {}", around.len());
     assert!(around.last().is_some_and(|t| *t - stalled_at > Duration::from_secs(4)), "pets resumed after the stall");
+}
+
+fn scheduled_backups_are_written_verified_and_rotated() {
+    use std::os::unix::fs::PermissionsExt;
+    let out = tempfile::tempdir().unwrap();
+    let extra =
+        format!("health:\n  interval: 200ms\nbackup:\n  every: 1s\n  keep: 2\n  to: {}\n", out.path().display());
+    let service = Service::start(&config(" []", &extra), &[]);
+    wait_for("three scheduled backups", Duration::from_secs(60), || {
+        let metrics = http_get(service.addr, "/metrics").map(|(_, text)| text).unwrap_or_default();
+        (series(&metrics, r#"smart_cctv_backups_total{result="ok"}"#).unwrap_or(0.0) >= 3.0).then_some(())
+    });
+    let mut archives: Vec<_> = std::fs::read_dir(out.path()).unwrap().flatten().map(|e| e.path()).collect();
+    archives.sort();
+    assert_eq!(archives.len(), 2, "backup.keep is 2: {archives:?}");
+    for archive in &archives {
+        assert_eq!(std::fs::metadata(archive).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // Each is a backup `ops restore` accepts.
+    let verify = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(service.config_path())
+        .arg("--data-dir")
+        .arg(service.data_dir())
+        .args(["ops", "restore", "--verify"])
+        .arg(archives.last().unwrap())
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(!service.log("errors.log").contains("scheduled backup failed"), "{}", service.log("errors.log"));
 }
