@@ -266,6 +266,26 @@ impl SupervisorState {
         myself.send_after(delay, move || SupervisorMsg::Restart { token });
     }
 
+    /// Starts child `idx` for a caller that waits for the answer; one that
+    /// does not start is retried after its backoff.
+    async fn start_and_answer(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        idx: usize,
+        reply: RpcReplyPort<Result<(), String>>,
+    ) -> Result<(), ActorProcessingErr> {
+        match self.start_child(&myself.get_cell(), idx).await {
+            Ok(()) => {
+                let _ = reply.send(Ok(()));
+                Ok(())
+            }
+            Err(reason) => {
+                let _ = reply.send(Err(reason.clone()));
+                self.schedule_restart(myself, idx, reason).await
+            }
+        }
+    }
+
     /// Stops everything and reports the failure upwards.
     async fn escalate(&mut self, reason: &str) -> ActorProcessingErr {
         let message = format!(
@@ -380,15 +400,7 @@ impl Actor for Supervisor {
                 }
                 state.children.push(Child::new(spec));
                 let idx = state.children.len() - 1;
-                match state.start_child(&myself.get_cell(), idx).await {
-                    Ok(()) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(reason) => {
-                        let _ = reply.send(Err(reason.clone()));
-                        state.schedule_restart(&myself, idx, reason).await?;
-                    }
-                }
+                state.start_and_answer(&myself, idx, reply).await?;
             }
             SupervisorMsg::StopChild(id, reply) => {
                 let found = state.children.iter().position(|c| c.spec.id == id);
@@ -410,15 +422,7 @@ impl Actor for Supervisor {
                 };
                 state.children[idx].pending = None;
                 state.stop_child(idx).await;
-                match state.start_child(&myself.get_cell(), idx).await {
-                    Ok(()) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(reason) => {
-                        let _ = reply.send(Err(reason.clone()));
-                        state.schedule_restart(&myself, idx, reason).await?;
-                    }
-                }
+                state.start_and_answer(&myself, idx, reply).await?;
             }
         }
         Ok(())

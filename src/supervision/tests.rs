@@ -64,21 +64,20 @@ impl Actor for Probe {
 
 fn probe(id: &'static str, restart: Restart, events: &mpsc::UnboundedSender<Event>, initial: Duration) -> ChildSpec {
     let events = events.clone();
-    let mut spec = ChildSpec::new(id, restart, move |sup| {
-        let events = events.clone();
-        async move {
-            let (actor, _) = Actor::spawn_linked(
-                Some(format!("probe-{id}-{}", fastrand::u64(..))),
-                Probe,
-                ProbeArgs { id, events },
-                sup,
-            )
-            .await?;
-            Ok(actor.get_cell())
-        }
-    });
+    let mut spec = ChildSpec::new(id, restart, move |sup| spawn_probe(id, events.clone(), sup));
     spec.backoff = Backoff { initial, max: initial * 8, multiplier: 2.0, jitter: 0.0 };
     spec
+}
+
+/// Starts a probe under `sup`, registered under a unique name.
+async fn spawn_probe(
+    id: &'static str,
+    events: mpsc::UnboundedSender<Event>,
+    sup: ractor::ActorCell,
+) -> Result<ractor::ActorCell, ractor::SpawnErr> {
+    let name = format!("probe-{id}-{}", fastrand::u64(..));
+    let (actor, _) = Actor::spawn_linked(Some(name), Probe, ProbeArgs { id, events }, sup).await?;
+    Ok(actor.get_cell())
 }
 
 struct Tree {
@@ -419,14 +418,7 @@ fn flaky(id: &'static str, failures: u32, policy: StartFailure, events: &mpsc::U
             if tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < failures {
                 return Err(ractor::SpawnErr::StartupFailed("no space left on device".into()));
             }
-            let (actor, _) = Actor::spawn_linked(
-                Some(format!("probe-{id}-{}", fastrand::u64(..))),
-                Probe,
-                ProbeArgs { id, events },
-                sup,
-            )
-            .await?;
-            Ok(actor.get_cell())
+            spawn_probe(id, events, sup).await
         }
     });
     spec.backoff =

@@ -29,18 +29,7 @@ fn base() -> String {
 }
 
 fn validate(text: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    write_private(&path, text);
-    let out = Command::new(BIN)
-        .args(["--supervision", repo_file("supervision.toml").to_str().unwrap(), "config", "validate"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
+    validate_bytes(text.as_bytes())
 }
 
 fn valid_config_passes() {

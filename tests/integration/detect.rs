@@ -19,13 +19,6 @@ crate::tests![
     bench_detector_ends_with_a_stable_line,
 ];
 
-/// A small RGB picture, for tests that need any image at all.
-fn any_image(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("gradient.png");
-    image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 128])).save(&path).unwrap();
-    path
-}
-
 fn detector(fixtures: &Path) -> &'static Detector {
     static DETECTOR: OnceLock<Detector> = OnceLock::new();
     DETECTOR.get_or_init(|| {
@@ -180,7 +173,7 @@ fn detect_command_prints_json_and_annotates() {
 fn corrupt_or_truncated_weights_give_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(crate::fixtures::random_model()).unwrap();
-    let image = any_image(dir.path());
+    let image = crate::fixtures::any_image(dir.path());
     let truncated = dir.path().join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let garbage = dir.path().join("garbage.safetensors");
@@ -216,7 +209,7 @@ fn bench_detector_ends_with_a_stable_line() {
         .args(["bench", "detector", "--size", "320", "--threads", "1", "--iterations", "2", "--warmup", "1", "--model"])
         .arg(crate::fixtures::random_model())
         .arg("--image")
-        .arg(any_image(dir.path()))
+        .arg(crate::fixtures::any_image(dir.path()))
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -280,3 +280,10 @@ fn write_random_model(path: &Path, seed: u64) {
     drop(vars);
     varmap.save(path).unwrap();
 }
+
+/// A small gradient picture in `dir`, for tests that need any image at all.
+pub fn any_image(dir: &Path) -> PathBuf {
+    let path = dir.join("gradient.png");
+    image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 128])).save(&path).unwrap();
+    path
+}

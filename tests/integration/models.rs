@@ -18,20 +18,13 @@ crate::tests![
 
 fn a_token_in_hf_endpoint_is_never_printed() {
     let models = tempfile::tempdir().unwrap();
-    let image = any_image(models.path());
+    let image = crate::fixtures::any_image(models.path());
     let dead = format!("http://mirror-user:tok3n-secret@127.0.0.1:{}/hub?token=tok3n-secret", free_port());
     let output = detect_with_models_dir(models.path(), &dead, &image);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("HF_ENDPOINT"), "{stderr}");
     assert!(!stderr.contains("tok3n-secret"), "{stderr}");
-}
-
-/// Any small image to detect on.
-fn any_image(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("x.png");
-    image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])).save(&path).unwrap();
-    path
 }
 
 /// Serves `GET /{repo}/resolve/main/{file}` with ranges, as the hub does.
@@ -98,7 +91,7 @@ fn named_model_is_downloaded_from_the_mirror_once() {
     let weights = std::fs::read(crate::fixtures::random_model()).unwrap();
     let (endpoint, hits) = serve_hub("lmz/candle-yolo-v8", "yolov8n.safetensors", weights.clone());
     let models = tempfile::tempdir().unwrap();
-    let image = any_image(models.path());
+    let image = crate::fixtures::any_image(models.path());
 
     let output = detect_with_models_dir(models.path(), &endpoint, &image);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -123,7 +116,7 @@ fn checksum_mismatch_is_refused() {
         "[yolov8n]\nrepo = \"lmz/candle-yolo-v8\"\nfile = \"yolov8n.safetensors\"\nsha256 = \"00\"\n",
     )
     .unwrap();
-    let output = detect_with_models_dir(models.path(), &endpoint, &any_image(models.path()));
+    let output = detect_with_models_dir(models.path(), &endpoint, &crate::fixtures::any_image(models.path()));
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("sha256 mismatch"), "{stderr}");
@@ -132,7 +125,7 @@ fn checksum_mismatch_is_refused() {
 
 fn unreachable_hub_says_what_to_do() {
     let models = tempfile::tempdir().unwrap();
-    let image = any_image(models.path());
+    let image = crate::fixtures::any_image(models.path());
     let dead = format!("http://127.0.0.1:{}", free_port());
     let output = detect_with_models_dir(models.path(), &dead, &image);
     assert_eq!(output.status.code(), Some(1));
