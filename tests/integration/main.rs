@@ -95,5 +95,23 @@ fn main() -> std::process::ExitCode {
             println!("  {name}: {why}");
         }
     }
-    libtest_mimic::run(&args, trials).exit_code()
+    let _ = std::fs::remove_dir_all(support::leak_check_dir());
+    let conclusion = libtest_mimic::run(&args, trials);
+    // One check over everything every service printed or answered in this
+    // run: no test password anywhere.
+    let leaks = support::leaked_secrets();
+    if !args.list && !leaks.is_empty() {
+        for (file, secret) in &leaks {
+            eprintln!(
+                "a test password (`{secret}`) leaked into what a service printed or answered: {}",
+                file.display()
+            );
+        }
+        return std::process::ExitCode::FAILURE;
+    }
+    if !args.list {
+        let checked = std::fs::read_dir(support::leak_check_dir()).map_or(0, |d| d.count());
+        println!("leak check: no test password in the output or answers of {checked} service runs");
+    }
+    conclusion.exit_code()
 }

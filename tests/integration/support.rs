@@ -116,7 +116,14 @@ impl Service {
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.output()))
+        let answer = http_get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.output()));
+        // Every answer the tests read is checked for leaked secrets at the end.
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("answers.txt"))
+            .and_then(|mut f| writeln!(f, "GET {path}: {}", answer.1));
+        answer
     }
 
     /// Starts the binary with `config` (a YAML text containing `{listen}`).
@@ -184,7 +191,36 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Everything it said, kept for the suite's leak check.
+        let mut said = self.output();
+        for log in ["app.log", "errors.log", "alerts.log"] {
+            said.push_str(&self.log(log));
+        }
+        said.push_str(&std::fs::read_to_string(self.dir.path().join("answers.txt")).unwrap_or_default());
+        let dir = leak_check_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join(format!("{}-{}.txt", std::process::id(), self.addr.port())), said);
     }
+}
+
+/// The passwords the tests give the service (camera URLs, SMTP, the hub's
+/// endpoint): none may appear in anything it prints or answers.
+pub const TEST_SECRETS: [&str; 6] =
+    ["hunter2-secret", "Sup3r-s3cret", "WrongPa55word", "s3cret", "Backup-s3cret", "tok3n-secret"];
+
+/// Where each service's logs, stderr and API answers are kept for the check.
+pub fn leak_check_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("leak-check")
+}
+
+/// Files under [`leak_check_dir`] holding a test secret, with the secret.
+pub fn leaked_secrets() -> Vec<(PathBuf, &'static str)> {
+    let mut leaks = Vec::new();
+    for entry in std::fs::read_dir(leak_check_dir()).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        leaks.extend(TEST_SECRETS.iter().filter(|s| text.contains(**s)).map(|s| (entry.path(), *s)));
+    }
+    leaks
 }
 
 /// Config files hold passwords; the service warns about group/world-readable ones.
