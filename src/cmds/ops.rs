@@ -1,7 +1,7 @@
 //! `smart-cctv ops check [--repair]`
 
 use super::Cli;
-use super::service_api::{Source, call};
+use super::service_api::{Source, call_ops};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
@@ -103,9 +103,9 @@ pub fn run(cli: &Cli, command: &OpsCommand) -> anyhow::Result<i32> {
                 Source::File(mut store) => {
                     store.compact()?;
                 }
-                Source::Service(listen) => {
+                Source::Service(_) => {
                     let _: serde_json::Value =
-                        call(&listen, "POST", "/api/ops/compact", std::time::Duration::from_secs(600))?;
+                        call_ops(&data_dir, "/api/ops/compact", std::time::Duration::from_secs(600))?;
                 }
             }
             let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -148,9 +148,9 @@ fn backup(
             store.copy_to(&copy)?;
             copy
         }
-        Source::Service(listen) => {
+        Source::Service(_) => {
             let answered: std::path::PathBuf =
-                call(&listen, "POST", "/api/ops/db-copy", std::time::Duration::from_secs(150))?;
+                call_ops(data_dir, "/api/ops/db-copy", std::time::Duration::from_secs(150))?;
             backup::check_copy(data_dir, &answered)?
         }
     };

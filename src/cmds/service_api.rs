@@ -112,8 +112,36 @@ pub fn call<T: serde::de::DeserializeOwned>(
 
 /// A bare HTTP/1.1 request on loopback: the status and the body as text.
 pub fn request(listen: &str, method: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(listen)?;
+    let stream = std::net::TcpStream::connect(listen)?;
     stream.set_read_timeout(Some(timeout))?;
+    exchange(stream, method, path)
+}
+
+/// An ops request (`db-copy`, `compact`) to the running service, over its
+/// Unix socket in the data directory: never over TCP, where anything could
+/// be listening.
+pub fn call_ops<T: serde::de::DeserializeOwned>(data_dir: &Path, path: &str, timeout: Duration) -> anyhow::Result<T> {
+    let socket = data_dir.join(crate::http::routes::OPS_SOCKET);
+    let stream = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
+        format!(
+            "the service runs, but its ops socket {} cannot be reached (run as root, its user or its group)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(timeout))?;
+    let (status, body) = exchange(stream, "POST", path)?;
+    if status != 200 {
+        let error = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        anyhow::bail!("the service answered {path}: {error}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("the service's answer to {path}"))
+}
+
+/// Writes one request on `stream` and reads the whole answer.
+fn exchange(mut stream: impl Read + Write, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

@@ -1,10 +1,12 @@
 //! The HTTP server actor.
 //!
-//! Parent: the root supervisor. Input: nothing but its own serve task ending.
-//! Output: HTTP responses. It binds in `pre_start`, so a taken port is a
-//! failed start that the supervisor retries with backoff.
+//! Parent: the root supervisor. Input: nothing but its own serve tasks ending.
+//! Output: HTTP responses: the read-only API on TCP, and the ops routes on a
+//! Unix socket in the data directory that only root, the service's user and
+//! its group may use. It binds in `pre_start`, so a taken port is a failed
+//! start that the supervisor retries with backoff.
 
-use super::routes::{ApiState, router};
+use super::routes::{ApiState, OPS_SOCKET, ops_router, router};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,6 +25,8 @@ pub struct HttpState {
     shutdown: Option<oneshot::Sender<()>>,
     /// Aborted on drop, so a killed actor cannot leave the port bound.
     task: AbortOnDrop,
+    /// The ops socket's serve task, and its stop, when it could be bound.
+    ops: Option<(oneshot::Sender<()>, AbortOnDrop)>,
 }
 
 pub enum HttpMsg {
@@ -51,6 +55,7 @@ impl Actor for HttpServer {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         tracing::info!(listen = %args.listen, "http listening: /metrics /healthz /api/config");
+        let ops = serve_ops(&args.api);
         let (tx, rx) = oneshot::channel::<()>();
         let app = router(args.api);
         let task = tokio::spawn(async move {
@@ -65,7 +70,7 @@ impl Actor for HttpServer {
             };
             let _ = myself.cast(HttpMsg::ServeEnded(why));
         });
-        Ok(HttpState { shutdown: Some(tx), task: AbortOnDrop(task) })
+        Ok(HttpState { shutdown: Some(tx), task: AbortOnDrop(task), ops })
     }
 
     async fn handle(&self, _: ActorRef<HttpMsg>, msg: HttpMsg, _: &mut HttpState) -> Result<(), ActorProcessingErr> {
@@ -81,6 +86,87 @@ impl Actor for HttpServer {
         }
         // Scrapes finish in milliseconds; don't let a stuck client hold shutdown.
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut state.task.0).await;
+        if let Some((stop, mut task)) = state.ops.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut task.0).await;
+        }
         Ok(())
     }
+}
+
+/// Binds the ops socket (mode 0660) and serves the ops routes on it. A
+/// socket that cannot be bound is logged: the CLI then says so, and the
+/// rest of the service runs.
+fn serve_ops(api: &ApiState) -> Option<(oneshot::Sender<()>, AbortOnDrop)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let path = api.data_dir.join(OPS_SOCKET);
+    // A socket left by a killed process is replaced; anything else is not touched.
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(&path);
+    }
+    let bound = std::fs::create_dir_all(&api.data_dir)
+        .and_then(|()| tokio::net::UnixListener::bind(&path))
+        .and_then(|l| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).map(|()| l));
+    let listener = match bound {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(
+                "cannot serve the ops socket {}: {e}; ops backup and compact need the service stopped",
+                path.display()
+            );
+            return None;
+        }
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = ops_router(api.clone());
+    let task = tokio::spawn(async move {
+        let served = axum::serve(OwnPeers(listener), app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        if let Err(e) = served.await {
+            tracing::error!("the ops socket stopped: {e}");
+        }
+    });
+    Some((tx, AbortOnDrop(task)))
+}
+
+/// A Unix listener that serves only root, this process's user, or a member
+/// of its group (by the peer's credentials, `SO_PEERCRED`).
+struct OwnPeers(tokio::net::UnixListener);
+
+impl axum::serve::Listener for OwnPeers {
+    type Io = tokio::net::UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => match stream.peer_cred() {
+                    Ok(peer) if peer_allowed(peer.uid(), peer.gid()) => return (stream, addr),
+                    Ok(peer) => {
+                        tracing::warn!(
+                            uid = peer.uid(),
+                            gid = peer.gid(),
+                            "ops socket: refused a peer that is not root, this user or its group"
+                        );
+                    }
+                    Err(e) => tracing::warn!("ops socket: cannot read the peer's credentials: {e}"),
+                },
+                Err(e) => {
+                    tracing::warn!("ops socket: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+fn peer_allowed(uid: u32, gid: u32) -> bool {
+    // SAFETY: getuid(2) and getgid(2) have no preconditions and cannot fail.
+    let (own_uid, own_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    uid == 0 || uid == own_uid || gid == own_gid
 }

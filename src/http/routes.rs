@@ -37,11 +37,22 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/alerts", get(alerts))
         .route("/api/events", get(events))
         .route("/api/snapshots/{*path}", get(snapshot))
-        .route("/api/ops/db-copy", axum::routing::post(db_copy))
-        .route("/api/ops/compact", axum::routing::post(compact))
         .layer(axum::middleware::from_fn_with_state(state.clone(), same_machine))
         .with_state(state)
 }
+
+/// The ops routes: served only on the Unix socket [`OPS_SOCKET`] in the
+/// data directory, which only root, the service's user and its group reach
+/// (file mode 0660, and each peer checked with `SO_PEERCRED`), never on TCP.
+pub fn ops_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/ops/db-copy", axum::routing::post(db_copy))
+        .route("/api/ops/compact", axum::routing::post(compact))
+        .with_state(state)
+}
+
+/// The ops socket's name in the data directory.
+pub const OPS_SOCKET: &str = "ops.sock";
 
 /// Whether a `Host` or `Origin` host names this machine's loopback.
 fn is_loopback_host(host: &str) -> bool {

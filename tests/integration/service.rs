@@ -12,7 +12,51 @@ crate::tests![
     non_loopback_listen_is_refused_unless_allowed,
     a_reload_applies_detection_settings_live_and_rolls_back_when_a_start_fails needs [Ffmpeg],
     a_foreign_host_or_origin_is_refused,
+    ops_routes_are_only_on_a_socket_for_the_services_own_users needs [Tmpfs],
 ];
+
+fn ops_routes_are_only_on_a_socket_for_the_services_own_users() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let service = Service::start(&config(""), &[]);
+    service.wait_healthy(Duration::from_secs(60));
+    let own = format!("Host: {}\r\n", service.addr);
+    // Not on TCP, whatever the headers say.
+    assert_eq!(status_with(service.addr, "POST", "/api/ops/compact", &own), 404);
+    assert_eq!(status_with(service.addr, "POST", "/api/ops/db-copy", &own), 404);
+    let socket = service.data_dir().join("ops.sock");
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    // Even where the file's mode lets another user connect, the service
+    // checks who is on the other end (SO_PEERCRED) and says nothing.
+    for dir in [service.dir.path().to_path_buf(), service.data_dir()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let client = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  s.connect(sys.argv[1])\n\
+                  try:\n\
+                  \x20   s.sendall(b'POST /api/ops/compact HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n')\n\
+                  \x20   print(len(s.recv(4096)))\n\
+                  except ConnectionError:\n\
+                  \x20   print(0)\n";
+    let run_as = |uid: u32| {
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", client])
+            .arg(&socket)
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .unwrap();
+        (String::from_utf8_lossy(&out.stdout).trim().to_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (nobody, err) = run_as(65534);
+    assert_eq!(nobody, "0", "another user got an answer: {err}");
+    let (root, err) = run_as(0);
+    assert_ne!(root, "0", "root got no answer: {err}");
+}
 
 /// Status of one request with these extra header lines.
 fn status_with(addr: std::net::SocketAddr, method: &str, path: &str, headers: &str) -> u16 {
@@ -38,8 +82,8 @@ fn a_foreign_host_or_origin_is_refused() {
     assert_eq!(status_with(addr, "GET", "/metrics", ""), 403, "no Host at all");
     // A page elsewhere posting to the loopback API.
     let foreign = format!("{own}Origin: http://evil.example\r\n");
-    assert_eq!(status_with(addr, "POST", "/api/ops/compact", &foreign), 403);
-    assert_eq!(status_with(addr, "POST", "/api/ops/db-copy", &foreign), 403);
+    assert_eq!(status_with(addr, "POST", "/api/faults/store-block?seconds=0", &foreign), 403);
+    assert_eq!(status_with(addr, "POST", "/api/faults/store-block?seconds=0", &own), 200);
     // `since` out of range is the caller's error, not a crash.
     assert_eq!(status_with(addr, "GET", "/api/alerts?since=1e20", &own), 400);
     assert_eq!(status_with(addr, "GET", "/api/alerts?limit=100000", &own), 400);
