@@ -59,16 +59,8 @@ impl Actor for HttpServer {
         let (tx, rx) = oneshot::channel::<()>();
         let app = router(args.api);
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            let why = match served {
-                Ok(()) => "server stopped".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            let _ = myself.cast(HttpMsg::ServeEnded(why));
+            serve_bounded(listener, app, rx).await;
+            let _ = myself.cast(HttpMsg::ServeEnded("server stopped".to_owned()));
         });
         Ok(HttpState { shutdown: Some(tx), task: AbortOnDrop(task), ops })
     }
@@ -91,6 +83,60 @@ impl Actor for HttpServer {
             let _ = tokio::time::timeout(Duration::from_secs(2), &mut task.0).await;
         }
         Ok(())
+    }
+}
+
+/// Connections served at once on TCP; past this, new ones are closed at once
+/// (and counted), so no client can take all of the process's files.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request's head, and how long a kept
+/// connection may sit idle before the next one: idle sockets are closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TCP accept loop: hyper's HTTP/1.1 with a header-read timeout, at most
+/// [`MAX_CONNECTIONS`] at once, every connection a task of this loop's own
+/// set, which it stops (after 2 s for the ones in flight) when told to.
+async fn serve_bounded(listener: tokio::net::TcpListener, app: axum::Router, mut stop: oneshot::Receiver<()>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut stop => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of files, say: wait a little rather than spin.
+                    tracing::warn!("http accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("smart_cctv_http_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!("http connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    let drained =
+        tokio::time::timeout(Duration::from_secs(2), async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        connections.shutdown().await;
     }
 }
 

@@ -38,7 +38,19 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events", get(events))
         .route("/api/snapshots/{*path}", get(snapshot))
         .layer(axum::middleware::from_fn_with_state(state.clone(), same_machine))
+        .layer(axum::middleware::from_fn(bounded_time))
         .with_state(state)
+}
+
+/// The longest a request on the TCP listener may take.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Answers 503 for a request that takes longer than [`REQUEST_TIMEOUT`].
+async fn bounded_time(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the request took too long"),
+    }
 }
 
 /// The ops routes: served only on the Unix socket [`OPS_SOCKET`] in the

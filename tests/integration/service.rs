@@ -13,6 +13,7 @@ crate::tests![
     a_reload_applies_detection_settings_live_and_rolls_back_when_a_start_fails needs [Ffmpeg],
     a_foreign_host_or_origin_is_refused,
     ops_routes_are_only_on_a_socket_for_the_services_own_users needs [Tmpfs],
+    two_thousand_idle_connections_starve_nothing needs [Ffmpeg],
 ];
 
 fn ops_routes_are_only_on_a_socket_for_the_services_own_users() {
@@ -269,4 +270,47 @@ fn a_reload_applies_detection_settings_live_and_rolls_back_when_a_start_fails() 
     assert!(service.log("errors.log").contains("rolling back"), "{}", service.log("errors.log"));
     signal(&service.child, libc::SIGTERM);
     assert_eq!(wait_exit(&mut service.child, Duration::from_secs(15)).code(), Some(0));
+}
+
+/// Frames decoded so far by camera `id`, from `/metrics`.
+fn decoded(addr: std::net::SocketAddr, id: &str) -> f64 {
+    let series = format!("smart_cctv_camera_frames_decoded_total{{camera=\"{id}\"}} ");
+    http_get(addr, "/metrics")
+        .map(|(_, text)| text.lines().find_map(|l| l.strip_prefix(&series)?.trim().parse().ok()).unwrap_or(0.0))
+        .unwrap_or(0.0)
+}
+
+fn two_thousand_idle_connections_starve_nothing() {
+    // This test process needs the descriptors for its side of them.
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max.min(8192).max(limit.rlim_cur);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    let config = format!(
+        "cameras:\n  - id: yard\n    url: \"file://{}\"\nprocessing:\n  detection:\n    model: {}\n    size: 320\n\
+         http:\n  listen: \"{{listen}}\"\n",
+        crate::fixtures::clip(crate::fixtures::Clip::Moving).display(),
+        weights().display()
+    );
+    let service = Service::start(&config, &[]);
+    service.wait_healthy(Duration::from_secs(60));
+    let before = decoded(service.addr, "yard");
+    let idle: Vec<std::net::TcpStream> = (0..2000)
+        .filter_map(|_| std::net::TcpStream::connect_timeout(&service.addr, Duration::from_secs(2)).ok())
+        .collect();
+    assert!(idle.len() >= 1900, "only {} connections opened", idle.len());
+    // The service holds a bounded number of them and closes idle ones after
+    // the header timeout: /healthz answers again, well before they are gone.
+    let took = std::time::Instant::now();
+    wait_for("/healthz with 2000 idle connections open", Duration::from_secs(40), || {
+        http_get(service.addr, "/healthz").ok().filter(|(code, _)| *code == 200)
+    });
+    eprintln!("/healthz answered {:?} after 2000 idle connections were opened", took.elapsed());
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", service.child.id())).unwrap().count();
+    assert!(fds < 256 + 128, "the service holds {fds} files");
+    assert!(decoded(service.addr, "yard") > before, "the camera stopped while the API was flooded");
+    drop(idle);
 }
