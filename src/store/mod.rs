@@ -125,7 +125,7 @@ fn set_aside_unfinished(path: &Path) {
 
 /// redb's page cache. Its default, 1 GiB, lets a growing database grow the
 /// process's memory for months on a small box; reads here are recent pages.
-const CACHE_BYTES: usize = 32 << 20;
+const CACHE_BYTES: usize = 4 << 20;
 
 /// An open store.
 pub struct Store {
