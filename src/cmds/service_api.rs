@@ -100,14 +100,19 @@ pub fn call<T: serde::de::DeserializeOwned>(
 ) -> anyhow::Result<T> {
     let (status, body) = request(listen, method, path, timeout)
         .with_context(|| format!("the event store is in use, but the service does not answer on {listen}"))?;
+    answer(path, status, &body)
+}
+
+/// The JSON body of a 200, or the service's own error.
+fn answer<T: serde::de::DeserializeOwned>(path: &str, status: u16, body: &str) -> anyhow::Result<T> {
     if status != 200 {
-        let error = serde_json::from_str::<serde_json::Value>(&body)
+        let error = serde_json::from_str::<serde_json::Value>(body)
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| format!("HTTP {status}"));
         anyhow::bail!("the service answered {path}: {error}");
     }
-    serde_json::from_str(&body).with_context(|| format!("the service's answer to {path}"))
+    serde_json::from_str(body).with_context(|| format!("the service's answer to {path}"))
 }
 
 /// A bare HTTP/1.1 request on loopback: the status and the body as text.
@@ -130,14 +135,7 @@ pub fn call_ops<T: serde::de::DeserializeOwned>(data_dir: &Path, path: &str, tim
     })?;
     stream.set_read_timeout(Some(timeout))?;
     let (status, body) = exchange(stream, "POST", path)?;
-    if status != 200 {
-        let error = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        anyhow::bail!("the service answered {path}: {error}");
-    }
-    serde_json::from_str(&body).with_context(|| format!("the service's answer to {path}"))
+    answer(path, status, &body)
 }
 
 /// Writes one request on `stream` and reads the whole answer.
