@@ -52,8 +52,9 @@ pub struct CalibrationFile {
     pub rms_error_m: Option<f64>,
 }
 
-/// Farthest a ground point or reference may be from the origin, in metres.
-const MAX_GROUND_METRES: f64 = 10_000.0;
+/// Farthest a ground point, reference or ground zone point may be from the
+/// origin, in metres (config validation checks zones against it too).
+pub const MAX_GROUND_METRES: f64 = 10_000.0;
 
 impl CalibrationFile {
     /// Every number finite; image points inside the analysed frame, ground

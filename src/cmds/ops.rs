@@ -141,7 +141,7 @@ fn backup(
     let config_path = cli.config_path();
     let config = crate::config::load(config_path.as_deref())?.config;
     let keep = keep.unwrap_or(config.backup.keep);
-    let copy = data_dir.join("backup-tmp").join("events-offline.redb");
+    let copy = data_dir.join(backup::COPY_DIR).join("events-offline.redb");
     let copy = match Source::open(data_dir, &listen(config_path.as_deref())?)? {
         Source::File(store) => {
             std::fs::create_dir_all(copy.parent().unwrap_or(data_dir))?;
@@ -154,9 +154,7 @@ fn backup(
             backup::check_copy(data_dir, &answered)?
         }
     };
-    let calibration_dir = crate::config::load::calibration_dir(config_path.as_deref());
-    let mut files = vec![("data/events.redb".to_owned(), copy.clone())];
-    files.extend(backup::config_files(config_path.as_deref(), cli.supervision_path().as_deref(), &calibration_dir));
+    let mut files = backup::backup_files(&copy, config_path.as_deref(), cli.supervision_path().as_deref());
     // Without secrets: the config as the service understood it, every
     // password as `***` (JSON, which is YAML too), instead of the file.
     let redacted = data_dir.join(backup::COPY_DIR).join("config-redacted.yaml");

@@ -80,23 +80,21 @@ fn cameras(config: &Config, p: &mut Vec<Problem>) {
     }
 }
 
-/// The farthest a ground point may lie from the camera's origin, in metres.
-const MAX_GROUND_METRES: f32 = 10_000.0;
-
 /// Every point finite, and inside the analysed frame (image space) or within
-/// [`MAX_GROUND_METRES`] (ground space): drawing and point-in-polygon tests
+/// [`crate::calibration::MAX_GROUND_METRES`] (ground space): drawing and point-in-polygon tests
 /// walk these coordinates.
 fn points(key: &str, points: &[[f32; 2]], space: ZoneSpace, p: &mut Vec<Problem>) {
     let frame = crate::service::topology::ANALYSIS_SIZE as f32;
+    let ground = crate::calibration::MAX_GROUND_METRES as f32;
     for (k, &[x, y]) in points.iter().enumerate() {
         let fine = match space {
             ZoneSpace::Image => (0.0..=frame).contains(&x) && (0.0..=frame).contains(&y),
-            ZoneSpace::Ground => x.abs() <= MAX_GROUND_METRES && y.abs() <= MAX_GROUND_METRES,
+            ZoneSpace::Ground => x.abs() <= ground && y.abs() <= ground,
         };
         if !fine {
             let bound = match space {
                 ZoneSpace::Image => format!("inside the analysed frame (0 to {frame} pixels)"),
-                ZoneSpace::Ground => format!("finite and within {MAX_GROUND_METRES} m of the origin"),
+                ZoneSpace::Ground => format!("finite and within {ground} m of the origin"),
             };
             p.push(Problem::new(format!("{key}[{k}]"), format!("[{x}, {y}] must be {bound}")));
         }

@@ -137,9 +137,7 @@ async fn backup_if_due(state: &mut RetentionState, config: &Config) {
         Err(e) => Err(e),
         Ok(copy) => tokio::task::spawn_blocking(move || {
             use crate::store::backup;
-            let calibration_dir = crate::config::load::calibration_dir(config_path.as_deref());
-            let mut files = vec![("data/events.redb".to_owned(), copy.clone())];
-            files.extend(backup::config_files(config_path.as_deref(), supervision_path.as_deref(), &calibration_dir));
+            let files = backup::backup_files(&copy, config_path.as_deref(), supervision_path.as_deref());
             let written = backup::write_archive(&out, &files, &|_, _| {});
             let _ = std::fs::remove_file(&copy);
             let archive = written.map_err(|e| e.to_string())?;

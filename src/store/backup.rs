@@ -183,6 +183,16 @@ pub fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Everything a backup holds but the snapshots: the database copy, the
+/// config and policy files the service reads, and the calibration files
+/// beside the config. `ops backup` and scheduled backups both start here.
+pub fn backup_files(db_copy: &Path, config: Option<&Path>, supervision: Option<&Path>) -> Vec<(String, PathBuf)> {
+    let calibration_dir = crate::config::load::calibration_dir(config);
+    let mut files = vec![("data/events.redb".to_owned(), db_copy.to_owned())];
+    files.extend(config_files(config, supervision, &calibration_dir));
+    files
+}
+
 /// The files a backup holds besides the database.
 pub fn config_files(
     config: Option<&Path>,
