@@ -242,6 +242,7 @@ mod tests {
             board: crate::health::HealthBoard::new(),
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle(),
             config: rx,
+            store: crate::store::SharedStore::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

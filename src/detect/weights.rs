@@ -25,8 +25,8 @@ pub struct ModelEntry {
     /// Hub repository, `owner/name`.
     pub repo: String,
     pub file: String,
-    #[serde(default)]
-    pub sha256: Option<String>,
+    /// Hex sha256 of the file; required, so every named model is pinned.
+    pub sha256: String,
 }
 
 /// The models directory and its manifest.
@@ -44,8 +44,14 @@ impl ModelStore {
             Ok(text) => (text, path.display().to_string()),
             Err(_) => (EMBEDDED_MANIFEST.to_owned(), "<embedded manifest>".to_owned()),
         };
-        let entries = toml::from_str(&text)
-            .map_err(|e| DetectError::Model { name: source, reason: format!("invalid manifest: {e}") })?;
+        let entries: BTreeMap<String, ModelEntry> = toml::from_str(&text)
+            .map_err(|e| DetectError::Model { name: source.clone(), reason: format!("invalid manifest: {e}") })?;
+        if let Some((name, _)) = entries.iter().find(|(_, entry)| !is_sha256_hex(&entry.sha256)) {
+            return Err(DetectError::Model {
+                name: source,
+                reason: format!("invalid manifest: [{name}] sha256 must be 64 hex digits"),
+            });
+        }
         Ok(Self { dir: dir.to_owned(), entries })
     }
 
@@ -102,12 +108,10 @@ impl ModelStore {
             .model(entry.repo.clone())
             .get(&entry.file)
             .map_err(|e| format!("{endpoint}: {}", crate::config::load::redact_text(&e.to_string())))?;
-        if let Some(expected) = &entry.sha256 {
-            let actual = sha256_file(&fetched).map_err(|e| e.to_string())?;
-            if !actual.eq_ignore_ascii_case(expected) {
-                let _ = std::fs::remove_dir_all(&cache);
-                return Err(format!("sha256 mismatch: expected {expected}, got {actual}"));
-            }
+        let actual = sha256_file(&fetched).map_err(|e| e.to_string())?;
+        if !actual.eq_ignore_ascii_case(&entry.sha256) {
+            let _ = std::fs::remove_dir_all(&cache);
+            return Err(format!("sha256 mismatch: expected {}, got {actual}", entry.sha256));
         }
         // Copy out of the hub cache layout so `models/` holds plain files.
         let partial = dest.with_extension("part");
@@ -134,10 +138,43 @@ fn shown_endpoint(endpoint: &str) -> String {
     }
 }
 
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut file = std::fs::File::open(path)?;
     std::io::copy(&mut file, &mut hasher)?;
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_manifest_pins_every_model() {
+        let store = ModelStore::open(Path::new("/nonexistent-models-dir")).unwrap();
+        assert!(store.names().contains(&"yolov8n"));
+        for entry in store.entries.values() {
+            assert!(is_sha256_hex(&entry.sha256), "{entry:?}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_without_a_pin_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("manifest.toml"), "[m]\nrepo = \"a/b\"\nfile = \"m.safetensors\"\n").unwrap();
+        let error = ModelStore::open(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("sha256"), "{error}");
+        std::fs::write(
+            dir.path().join("manifest.toml"),
+            "[m]\nrepo = \"a/b\"\nfile = \"m.safetensors\"\nsha256 = \"00\"\n",
+        )
+        .unwrap();
+        let error = ModelStore::open(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("[m] sha256 must be 64 hex digits"), "{error}");
+    }
 }

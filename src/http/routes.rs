@@ -22,6 +22,8 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// The running configuration, replaced on every applied reload.
     pub config: watch::Receiver<Arc<Config>>,
+    /// The event store for reading, off the store actor.
+    pub store: crate::store::SharedStore,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -189,18 +191,30 @@ async fn ask_store<T: serde::Serialize + Send + 'static>(
     }
 }
 
+/// Answers a read of the store, run in its own read transaction.
+async fn read_store<T: serde::Serialize + Send + 'static>(
+    state: &ApiState,
+    read: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Response {
+    match state.store.read(read).await {
+        Ok(value) => Json(value).into_response(),
+        Err(e @ crate::store::shared::ReadError::Down) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 /// Stored alerts, oldest first, as JSON.
-async fn alerts(axum::extract::Query(p): axum::extract::Query<ListParams>) -> Response {
+async fn alerts(State(state): State<ApiState>, axum::extract::Query(p): axum::extract::Query<ListParams>) -> Response {
     match p.query() {
-        Ok(query) => ask_store(10_000, |reply| StoreMsg::Alerts(query, reply)).await,
+        Ok(query) => read_store(&state, move |store| store.alerts(&query)).await,
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
 /// Stored events (track summaries), oldest first, as JSON.
-async fn events(axum::extract::Query(p): axum::extract::Query<ListParams>) -> Response {
+async fn events(State(state): State<ApiState>, axum::extract::Query(p): axum::extract::Query<ListParams>) -> Response {
     match p.query() {
-        Ok(query) => ask_store(10_000, |reply| StoreMsg::Events(query, reply)).await,
+        Ok(query) => read_store(&state, move |store| store.events(&query)).await,
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }

@@ -58,6 +58,8 @@ pub struct Components {
     pub data_dir: std::path::PathBuf,
     /// The config and policy files the service reads, for scheduled backups.
     pub config_files: (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
+    /// The event store as the store actor publishes it, for the HTTP lists.
+    pub store: crate::store::SharedStore,
 }
 
 impl Components {
@@ -81,6 +83,7 @@ impl Components {
             calibrations: Arc::new(calibrations),
             data_dir,
             config_files: (None, None),
+            store: crate::store::SharedStore::default(),
         }
     }
 
@@ -299,6 +302,7 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
                 board: c.board.clone(),
                 metrics: c.metrics.clone(),
                 config: c.config.clone(),
+                store: c.store.clone(),
             };
             Box::pin(async move {
                 // Validation already parsed it; this only guards a programming error.
@@ -318,7 +322,11 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
             Box::pin(async move { Ok(Actor::spawn_linked(None, DetectorLoader, args, parent).await?.0.get_cell()) })
         }),
         "store" => Arc::new(move |parent| {
-            let args = StoreArgs { path: c.data_dir.join(crate::store::FILE), board: c.board.clone() };
+            let args = StoreArgs {
+                path: c.data_dir.join(crate::store::FILE),
+                board: c.board.clone(),
+                shared: c.store.clone(),
+            };
             Box::pin(async move {
                 Ok(Actor::spawn_linked(Some(STORE.into()), StoreActor, args, parent).await?.0.get_cell())
             })

@@ -9,7 +9,8 @@
 //! answering the batch with the error; its supervisor reopens the database,
 //! and the senders keep what was not acknowledged.
 
-use super::{AlertRecord, EventRecord, Query, Record, Store};
+use super::shared::{Database, SharedStore};
+use super::{AlertRecord, Query, Record, Store};
 use crate::health::HealthBoard;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::path::PathBuf;
@@ -27,10 +28,13 @@ pub struct StoreActor;
 pub struct StoreArgs {
     pub path: PathBuf,
     pub board: HealthBoard,
+    /// Where the open database is published for readers (the HTTP lists).
+    pub shared: SharedStore,
 }
 
 pub struct StoreState {
-    store: Arc<Store>,
+    store: Database,
+    shared: SharedStore,
     board: HealthBoard,
     pending: Vec<(Record, Option<Reply<()>>)>,
     flush_scheduled: bool,
@@ -43,8 +47,9 @@ pub enum StoreMsg {
     /// Append one record without an answer (a loss is counted, not retried).
     Submit(Record),
     Flush,
+    /// Alerts for the alerts actor's crash recovery; the HTTP lists read
+    /// through [`SharedStore`] instead, off this actor.
     Alerts(Query, Reply<Vec<AlertRecord>>),
-    Events(Query, Reply<Vec<EventRecord>>),
     /// Writes a consistent copy of the database (for `ops backup` while the
     /// service runs) and answers its path.
     CopyTo(PathBuf, Reply<PathBuf>),
@@ -87,6 +92,9 @@ impl Actor for StoreActor {
 
     async fn pre_start(&self, myself: ActorRef<StoreMsg>, args: StoreArgs) -> Result<StoreState, ActorProcessingErr> {
         crate::faults::register("store", &myself, StoreMsg::Fault);
+        // A database the last incarnation left to readers is closed first:
+        // redb refuses a second open of the same file.
+        args.shared.withdraw().await;
         let path = args.path.clone();
         // Ready means able to write: a full disk fails here, and the
         // supervisor tries again after its backoff.
@@ -96,8 +104,11 @@ impl Actor for StoreActor {
             Ok(store) => {
                 args.board.set_component("store", true, "ready", None);
                 tracing::info!(path = %args.path.display(), "event store open");
+                let store = Arc::new(tokio::sync::RwLock::new(store));
+                args.shared.publish(store.clone());
                 Ok(StoreState {
-                    store: Arc::new(store),
+                    store,
+                    shared: args.shared,
                     board: args.board,
                     pending: Vec::new(),
                     flush_scheduled: false,
@@ -110,6 +121,11 @@ impl Actor for StoreActor {
                 Err(e.to_string().into())
             }
         }
+    }
+
+    async fn post_stop(&self, _: ActorRef<StoreMsg>, state: &mut StoreState) -> Result<(), ActorProcessingErr> {
+        state.shared.withdraw().await;
+        Ok(())
     }
 
     async fn handle(
@@ -133,23 +149,16 @@ impl Actor for StoreActor {
                 flush(state).await?;
             }
             StoreMsg::CopyTo(dest, reply) => {
-                let store = state.store.clone();
-                let copied = blocking(move || store.copy_to(&dest).map(|_| dest)).await?;
+                let copied = blocking(state, move |store| store.copy_to(&dest).map(|_| dest)).await?;
                 let _ = reply.send(copied);
             }
             StoreMsg::Alerts(query, reply) => {
-                let store = state.store.clone();
-                let _ = reply.send(blocking(move || store.alerts(&query)).await?);
-            }
-            StoreMsg::Events(query, reply) => {
-                let store = state.store.clone();
-                let _ = reply.send(blocking(move || store.events(&query)).await?);
+                let _ = reply.send(blocking(state, move |store| store.alerts(&query)).await?);
             }
             StoreMsg::DeleteBefore(before_us, max, reply) => {
                 // Pending writes first, so a delete never races ahead of them.
                 flush(state).await?;
-                let store = state.store.clone();
-                let _ = reply.send(blocking(move || store.delete_before(before_us, max)).await?);
+                let _ = reply.send(blocking(state, move |store| store.delete_before(before_us, max)).await?);
             }
             StoreMsg::Compact(reply) => {
                 flush(state).await?;
@@ -160,10 +169,13 @@ impl Actor for StoreActor {
     }
 }
 
+/// Runs `f` on the database on a blocking thread, beside any readers.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, super::StoreError> + Send + 'static,
+    state: &StoreState,
+    f: impl FnOnce(&Store) -> Result<T, super::StoreError> + Send + 'static,
 ) -> Result<Result<T, String>, ActorProcessingErr> {
-    Ok(tokio::task::spawn_blocking(f).await?.map_err(|e| e.to_string()))
+    let store = state.store.clone().read_owned().await;
+    Ok(tokio::task::spawn_blocking(move || f(&store)).await?.map_err(|e| e.to_string()))
 }
 
 async fn queue(
@@ -182,12 +194,10 @@ async fn queue(
     Ok(())
 }
 
-/// Compaction needs the database to itself: every read handed out earlier
-/// has finished by now, as each ran to completion inside a handler.
+/// Compaction needs the database to itself: it waits for the readers under
+/// way, and readers arriving meanwhile wait for it.
 async fn compact(state: &mut StoreState) -> Result<Result<bool, String>, ActorProcessingErr> {
-    let Some(store) = Arc::get_mut(&mut state.store) else {
-        return Ok(Err("the store is busy; try again".into()));
-    };
+    let mut store = state.store.write().await;
     let started = Instant::now();
     let result = tokio::task::block_in_place(|| store.compact()).map_err(|e| e.to_string());
     tracing::info!(shrank = ?result, seconds = started.elapsed().as_secs_f64(), "event store compacted");
@@ -201,7 +211,7 @@ async fn flush(state: &mut StoreState) -> Result<(), ActorProcessingErr> {
     }
     let batch = std::mem::take(&mut state.pending);
     let records: Vec<Record> = batch.iter().map(|(r, _)| r.clone()).collect();
-    let store = state.store.clone();
+    let store = state.store.clone().read_owned().await;
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || store.append(&records)).await?;
     let seconds = started.elapsed().as_secs_f64();

@@ -15,9 +15,11 @@ pub mod analyze;
 pub mod backup;
 pub mod check;
 pub mod records;
+pub mod shared;
 pub mod upgrade;
 
 pub use records::{AlertRecord, CameraStatusRecord, EventRecord, HealthRecord, Query, Record};
+pub use shared::SharedStore;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};

@@ -91,6 +91,13 @@ fn named_model_is_downloaded_from_the_mirror_once() {
     let weights = std::fs::read(crate::fixtures::random_model()).unwrap();
     let (endpoint, hits) = serve_hub("lmz/candle-yolo-v8", "yolov8n.safetensors", weights.clone());
     let models = tempfile::tempdir().unwrap();
+    // The embedded manifest pins the published file; this one pins the test's.
+    let sha256 = smart_cctv::detect::weights::sha256_file(&crate::fixtures::random_model()).unwrap();
+    std::fs::write(
+        models.path().join("manifest.toml"),
+        format!("[yolov8n]\nrepo = \"lmz/candle-yolo-v8\"\nfile = \"yolov8n.safetensors\"\nsha256 = \"{sha256}\"\n"),
+    )
+    .unwrap();
     let image = crate::fixtures::any_image(models.path());
 
     let output = detect_with_models_dir(models.path(), &endpoint, &image);
@@ -107,19 +114,17 @@ fn named_model_is_downloaded_from_the_mirror_once() {
     assert_eq!(hits.load(Ordering::SeqCst), downloads);
 }
 
+/// A mirror serving other weights than the published ones (here: the random
+/// model under the real name) is refused by the pin in the embedded manifest.
 fn checksum_mismatch_is_refused() {
     let weights = std::fs::read(crate::fixtures::random_model()).unwrap();
-    let (endpoint, _) = serve_hub("lmz/candle-yolo-v8", "yolov8n.safetensors", weights);
+    let (endpoint, hits) = serve_hub("lmz/candle-yolo-v8", "yolov8n.safetensors", weights);
     let models = tempfile::tempdir().unwrap();
-    std::fs::write(
-        models.path().join("manifest.toml"),
-        "[yolov8n]\nrepo = \"lmz/candle-yolo-v8\"\nfile = \"yolov8n.safetensors\"\nsha256 = \"00\"\n",
-    )
-    .unwrap();
     let output = detect_with_models_dir(models.path(), &endpoint, &crate::fixtures::any_image(models.path()));
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("sha256 mismatch"), "{stderr}");
+    assert!(hits.load(Ordering::SeqCst) >= 1, "the mirror was never asked");
+    assert!(stderr.contains("sha256 mismatch: expected 5788ff52"), "{stderr}");
     assert!(!models.path().join("yolov8n.safetensors").exists());
 }
 
