@@ -22,6 +22,7 @@ pub mod draw;
 pub mod faults;
 pub mod health;
 pub mod http;
+pub mod mqtt;
 pub mod pipeline;
 pub mod resources;
 pub mod retention;

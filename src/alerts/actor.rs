@@ -26,6 +26,8 @@ pub struct AlertsArgs {
     /// The data directory; snapshots go to `snapshots/` under it.
     pub data_dir: PathBuf,
     pub monitoring: MonitoringConfig,
+    /// MQTT: the alert and the snapshot go there too, without waiting.
+    pub bus: crate::mqtt::Bus,
 }
 
 pub struct AlertsState {
@@ -134,6 +136,8 @@ fn sound(myself: &ActorRef<AlertsMsg>, alert: Alert, state: &mut AlertsState) {
         let _ = ActorRef::<crate::speaker::SpeakerMsg>::from(member).cast(crate::speaker::SpeakerMsg::Play(request));
     }
     email_if_due(state, &alert, summary);
+    let snapshot_url = format!("/api/{}", path.strip_prefix(&state.args.data_dir).unwrap_or(&path).display());
+    publish_alert(&state.args.bus, &alert, &id, &snapshot_url);
 
     let record = AlertRecord {
         id,
@@ -148,10 +152,18 @@ fn sound(myself: &ActorRef<AlertsMsg>, alert: Alert, state: &mut AlertsState) {
     };
     let pending = snapshot::pending_path(&state.snapshots, &path);
     let myself = myself.clone();
+    let bus = state.args.bus.clone();
     tokio::task::spawn_blocking(move || {
         let (mut record, snapshot) = (record, Some((pending.clone(), path.clone())));
         let snapshot = match snapshot::write(&pending, &alert) {
-            Ok(()) => snapshot,
+            Ok(()) => {
+                if bus.enabled()
+                    && let Ok(jpeg) = std::fs::read(&pending)
+                {
+                    bus.publish(&format!("{}/{}/snapshot", alert.camera, alert.class_name), jpeg, true);
+                }
+                snapshot
+            }
             Err(e) => {
                 tracing::error!("snapshot: {e}");
                 record.snapshot.clear();
@@ -160,6 +172,29 @@ fn sound(myself: &ActorRef<AlertsMsg>, alert: Alert, state: &mut AlertsState) {
         };
         let _ = myself.cast(AlertsMsg::SnapshotDone(Box::new(Unsaved { record, snapshot })));
     });
+}
+
+/// `<prefix>/alerts` and, for Home Assistant's event entity,
+/// `<prefix>/<camera>/alerts`.
+fn publish_alert(bus: &crate::mqtt::Bus, alert: &Alert, id: &str, snapshot_url: &str) {
+    if !bus.enabled() {
+        return;
+    }
+    let message = serde_json::json!({
+        "event_type": "alert",
+        "id": id,
+        "rule": alert.rule,
+        "camera": &*alert.camera,
+        "label": alert.class_name,
+        "score": alert.confidence,
+        "time": crate::mqtt::unix_seconds(alert.captured),
+        "zones": alert.zone_names,
+        "distance_m": alert.distance_m,
+        "snapshot": snapshot_url,
+    })
+    .to_string();
+    bus.publish(&format!("{}/alerts", alert.camera), message.clone(), false);
+    bus.publish("alerts", message, false);
 }
 
 fn email_if_due(state: &mut AlertsState, alert: &Alert, summary: String) {

@@ -31,6 +31,8 @@ pub struct Alert {
     pub tracks: Vec<TrackView>,
     /// The rule's image-space zones, to draw.
     pub zones: Vec<Vec<(f32, f32)>>,
+    /// The names of the rule's zones the objects are in (for MQTT).
+    pub zone_names: Vec<String>,
     /// What speakers should play, and how urgently.
     pub sound: Option<String>,
     pub priority: u8,

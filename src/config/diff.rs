@@ -78,6 +78,7 @@ impl ConfigDiff {
             ("retention", old.retention != new.retention),
             ("monitoring", old.monitoring != new.monitoring),
             ("health", old.health != new.health),
+            ("mqtt", old.mqtt != new.mqtt),
         ] {
             if changed {
                 sections.push(name);
@@ -121,6 +122,9 @@ fn restarted_by(old: &Config, new: &Config) -> Vec<&'static str> {
     same_level.log_level = old.monitoring.log_level.clone();
     if old.monitoring != same_level {
         restart.push("alerts");
+    }
+    if old.mqtt != new.mqtt {
+        restart.push("mqtt");
     }
     restart
 }

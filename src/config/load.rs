@@ -193,7 +193,9 @@ fn check_calibrations(config: &Config, dir: &Path, embedded_default: bool) -> Ve
 }
 
 fn holds_secrets(config: &Config) -> bool {
-    config.cameras.iter().any(|c| c.url.redacted() != c.url.expose()) || config.monitoring.smtp_password.is_some()
+    config.cameras.iter().any(|c| c.url.redacted() != c.url.expose())
+        || config.monitoring.smtp_password.is_some()
+        || config.mqtt.as_ref().is_some_and(|m| m.password.is_some())
 }
 
 fn readable_by_others(path: &Path) -> bool {

@@ -35,6 +35,74 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+    /// MQTT and Home Assistant; no section, no MQTT at all.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// The MQTT broker, the topics under `topic_prefix` (Frigate's layout), and
+/// Home Assistant discovery.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<crate::config::secret::Secret>,
+    /// TLS to the broker; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<MqttTlsConfig>,
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// [default: `smart-cctv-<host name>`]
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// How often `<prefix>/stats` is published.
+    #[serde(default = "default_stats_interval", with = "duration")]
+    pub stats_interval: Duration,
+    /// A camera's status is published once it has held this long, so a
+    /// reconnect that takes a second does not flap Home Assistant.
+    #[serde(default = "default_status_debounce", with = "duration")]
+    pub status_debounce: Duration,
+    #[serde(default = "yes")]
+    pub ha_discovery: bool,
+    #[serde(default = "default_discovery_prefix")]
+    pub discovery_prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for brokers that ask for one.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+
+fn default_topic_prefix() -> String {
+    "smart_cctv".into()
+}
+
+fn default_discovery_prefix() -> String {
+    "homeassistant".into()
+}
+
+fn default_stats_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_status_debounce() -> Duration {
+    Duration::from_secs(3)
 }
 
 /// Backups: `ops backup`'s archives, and scheduled ones (the old monthly cron).

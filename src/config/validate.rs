@@ -36,10 +36,41 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if !(1..=1000).contains(&config.backup.keep) {
         p.push(Problem::new("backup.keep", format!("{} must be between 1 and 1000", config.backup.keep)));
     }
+    if let Some(mqtt) = &config.mqtt {
+        self::mqtt(mqtt, &mut p);
+    }
     if config.storage.data_dir.as_os_str().is_empty() {
         p.push(Problem::new("storage.data_dir", "must not be empty"));
     }
     p
+}
+
+fn mqtt(m: &MqttConfig, p: &mut Vec<Problem>) {
+    if m.host.trim().is_empty() {
+        p.push(Problem::new("mqtt.host", "must not be empty"));
+    }
+    // Prefixes head every topic we publish or subscribe: wildcards or empty
+    // levels would make them match other publishers' topics.
+    for (key, prefix) in [("mqtt.topic_prefix", &m.topic_prefix), ("mqtt.discovery_prefix", &m.discovery_prefix)] {
+        let bad_level = prefix.split('/').any(|level| level.is_empty() || level.contains(['+', '#', '\0']));
+        if bad_level || prefix.len() > 128 {
+            p.push(Problem::new(
+                key,
+                format!("`{prefix}` must be up to 128 characters of topic levels without `+`, `#` or empty levels"),
+            ));
+        }
+    }
+    if m.client_id.as_ref().is_some_and(|id| id.is_empty() || id.len() > 64) {
+        p.push(Problem::new("mqtt.client_id", "must be 1 to 64 characters"));
+    }
+    if m.stats_interval < std::time::Duration::from_secs(1) {
+        p.push(Problem::new("mqtt.stats_interval", "must be at least 1s"));
+    }
+    if let Some(tls) = &m.tls
+        && tls.client_cert.is_some() != tls.client_key.is_some()
+    {
+        p.push(Problem::new("mqtt.tls", "client_cert and client_key go together"));
+    }
 }
 
 /// Ids become metric labels, file names and URL segments.

@@ -61,6 +61,12 @@ pub struct GatedSink {
     masks: HashMap<String, Vec<Vec<(f32, f32)>>>,
     gates: Mutex<HashMap<Arc<str>, MotionGate>>,
     queue: Arc<FrameQueue>,
+    /// MQTT: `<camera>/motion` ON/OFF as the gate opens and closes.
+    bus: crate::mqtt::Bus,
+    /// Detection per camera can be switched off over MQTT.
+    controls: crate::mqtt::Controls,
+    /// Per camera, the motion state last published.
+    motion: Mutex<HashMap<Arc<str>, bool>>,
 }
 
 impl GatedSink {
@@ -69,13 +75,41 @@ impl GatedSink {
         settings: Option<MotionSettings>,
         masks: HashMap<String, Vec<Vec<(f32, f32)>>>,
         queue: Arc<FrameQueue>,
+        bus: crate::mqtt::Bus,
+        controls: crate::mqtt::Controls,
     ) -> Self {
-        Self { settings, masks, gates: Mutex::new(HashMap::new()), queue }
+        Self {
+            settings,
+            masks,
+            gates: Mutex::new(HashMap::new()),
+            queue,
+            bus,
+            controls,
+            motion: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn publish_motion(&self, camera: &Arc<str>, moving: bool) {
+        if !self.bus.enabled() {
+            return;
+        }
+        let changed = {
+            let mut motion = self.motion.lock().unwrap_or_else(|p| p.into_inner());
+            motion.insert(camera.clone(), moving) != Some(moving)
+        };
+        if changed {
+            self.bus.publish(&format!("{camera}/motion"), if moving { "ON" } else { "OFF" }, true);
+        }
     }
 }
 
 impl FrameSink for GatedSink {
     fn push(&self, frame: Frame) {
+        if !self.controls.detect_enabled(&frame.camera) {
+            metrics::counter!("smart_cctv_frames_skipped_detect_off_total", "camera" => frame.camera.to_string())
+                .increment(1);
+            return;
+        }
         if let Some(settings) = &self.settings {
             let started = Instant::now();
             let passes = {
@@ -88,6 +122,7 @@ impl FrameSink for GatedSink {
                 gate.check(frame.gray.as_raw(), w as usize, h as usize, frame.captured_at).passes()
             };
             metrics::histogram!("smart_cctv_motion_gate_seconds").record(started.elapsed().as_secs_f64());
+            self.publish_motion(&frame.camera, passes);
             if !passes {
                 metrics::counter!("smart_cctv_frames_skipped_no_motion_total", "camera" => frame.camera.to_string())
                     .increment(1);

@@ -10,6 +10,7 @@ use crate::alerts::Alert;
 use crate::alerts::actor::{AlertsMsg, NAME as ALERTS};
 use crate::calibration::Calibration;
 use crate::config::{AlertRuleConfig, ZoneSpace};
+use crate::pipeline::motion::point_in_polygon;
 use chrono::{DateTime, Local};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
@@ -22,6 +23,13 @@ pub struct RuleActor;
 pub struct RuleArgs {
     pub rule: AlertRuleConfig,
     pub calibrations: Arc<HashMap<String, Calibration>>,
+    /// The switch MQTT can turn the rule off with.
+    pub controls: crate::mqtt::Controls,
+}
+
+pub struct RuleState {
+    engine: RuleEngine,
+    controls: crate::mqtt::Controls,
 }
 
 pub enum RuleMsg {
@@ -32,25 +40,29 @@ pub enum RuleMsg {
 
 impl Actor for RuleActor {
     type Msg = RuleMsg;
-    type State = RuleEngine;
+    type State = RuleState;
     type Arguments = RuleArgs;
 
-    async fn pre_start(&self, myself: ActorRef<RuleMsg>, args: RuleArgs) -> Result<RuleEngine, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<RuleMsg>, args: RuleArgs) -> Result<RuleState, ActorProcessingErr> {
         ractor::pg::join(RULES_GROUP.to_owned(), vec![myself.get_cell()]);
         crate::faults::register(&format!("rule/{}", args.rule.name), &myself, RuleMsg::Fault);
-        Ok(RuleEngine::new(args.rule, args.calibrations))
+        Ok(RuleState { engine: RuleEngine::new(args.rule, args.calibrations), controls: args.controls })
     }
 
     async fn handle(
         &self,
         _: ActorRef<RuleMsg>,
         msg: RuleMsg,
-        engine: &mut RuleEngine,
+        state: &mut RuleState,
     ) -> Result<(), ActorProcessingErr> {
+        let engine = &mut state.engine;
         let tracked = match msg {
             RuleMsg::Frame(tracked) => tracked,
             RuleMsg::Fault(fault) => return fault.strike(&format!("rule/{}", engine.rule.name)),
         };
+        if !state.controls.rule_enabled(&engine.rule.name) {
+            return Ok(());
+        }
         let frame = &tracked.frame;
         let local = DateTime::<Local>::from(frame.captured).naive_local();
         let Some(firing) = engine.evaluate(&frame.camera, &tracked.tracks, frame.captured_at, local) else {
@@ -74,6 +86,21 @@ impl Actor for RuleActor {
                 .iter()
                 .filter(|z| z.space == ZoneSpace::Image)
                 .map(|z| z.points.iter().map(|p| (p[0], p[1])).collect())
+                .collect(),
+            zone_names: engine
+                .rule
+                .conditions
+                .zones
+                .iter()
+                .filter(|z| z.space == ZoneSpace::Image)
+                .filter_map(|z| {
+                    let polygon: Vec<(f32, f32)> = z.points.iter().map(|p| (p[0], p[1])).collect();
+                    let inside = tracked
+                        .tracks
+                        .iter()
+                        .any(|t| firing.track_ids.contains(&t.id) && point_in_polygon(t.foot(), &polygon));
+                    inside.then(|| z.name.clone()).flatten()
+                })
                 .collect(),
             sound: engine.rule.sound.clone(),
             priority: engine.rule.priority,

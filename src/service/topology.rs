@@ -10,6 +10,7 @@ use crate::config::{AlertRuleConfig, CameraConfig, Config};
 use crate::health::HealthBoard;
 use crate::health::actor::{HealthActor, HealthArgs, interval_from_env};
 use crate::http::{ApiState, HttpArgs, HttpServer};
+use crate::mqtt::actor::{MqttActor, MqttArgs};
 use crate::pipeline::loader::{DetectorLoader, LoaderArgs};
 use crate::pipeline::worker::{InferenceWorker, WorkerArgs};
 use crate::pipeline::{DetectionSink, GatedSink, SharedDetector, motion::MotionSettings, queue::FrameQueue};
@@ -30,7 +31,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Component ids a `supervision.toml` leaf may name.
-pub const COMPONENTS: &[&str] = &["health", "resources", "retention", "http", "store", "detector", "alerts", "tracker"];
+pub const COMPONENTS: &[&str] =
+    &["health", "resources", "retention", "http", "mqtt", "store", "detector", "alerts", "tracker"];
 /// Supervisors whose children come from the config.
 pub const DYNAMIC: &[&str] = &["cameras", "inference", "rules", "speakers"];
 
@@ -60,6 +62,10 @@ pub struct Components {
     pub config_files: (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
     /// The event store as the store actor publishes it, for the HTTP lists.
     pub store: crate::store::SharedStore,
+    /// MQTT's outbox: producers publish here, the `mqtt` actor sends.
+    pub bus: crate::mqtt::Bus,
+    /// The switches MQTT can flip (detection per camera, rules).
+    pub controls: crate::mqtt::Controls,
 }
 
 impl Components {
@@ -71,6 +77,8 @@ impl Components {
         data_dir: std::path::PathBuf,
     ) -> Self {
         let (tx, rx) = watch::channel(None);
+        let bus = crate::mqtt::Bus::new(&config.borrow());
+        let controls = crate::mqtt::Controls::load(&data_dir);
         Self {
             board,
             metrics,
@@ -84,6 +92,8 @@ impl Components {
             data_dir,
             config_files: (None, None),
             store: crate::store::SharedStore::default(),
+            bus,
+            controls,
         }
     }
 
@@ -103,7 +113,7 @@ impl Components {
                 (c.id.clone(), c.motion_masks.iter().map(|poly| poly.iter().map(|p| (p[0], p[1])).collect()).collect())
             })
             .collect();
-        Arc::new(GatedSink::new(settings, masks, self.frames.clone()))
+        Arc::new(GatedSink::new(settings, masks, self.frames.clone(), self.bus.clone(), self.controls.clone()))
     }
 }
 
@@ -226,9 +236,10 @@ pub fn rule_specs(components: &Components) -> Vec<ChildSpec> {
 pub fn rule_spec(rule: &AlertRuleConfig, components: &Components) -> ChildSpec {
     let rule = rule.clone();
     let calibrations = components.calibrations.clone();
+    let controls = components.controls.clone();
     let id = rule.name.clone();
     let start: StartFn = Arc::new(move |parent| {
-        let args = RuleArgs { rule: rule.clone(), calibrations: calibrations.clone() };
+        let args = RuleArgs { rule: rule.clone(), calibrations: calibrations.clone(), controls: controls.clone() };
         Box::pin(async move { Ok(Actor::spawn_linked(None, RuleActor, args, parent).await?.0.get_cell()) })
     });
     dynamic_child(id, components, start)
@@ -310,6 +321,15 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
                 Ok(Actor::spawn_linked(None, HttpServer, HttpArgs { listen, api }, parent).await?.0.get_cell())
             })
         }),
+        "mqtt" => Arc::new(move |parent| {
+            let args = MqttArgs {
+                config: c.config.clone(),
+                bus: c.bus.clone(),
+                controls: c.controls.clone(),
+                board: c.board.clone(),
+            };
+            Box::pin(async move { Ok(Actor::spawn_linked(None, MqttActor, args, parent).await?.0.get_cell()) })
+        }),
         "detector" => Arc::new(move |parent| {
             let config = c.config.borrow().processing.detection.clone();
             let args = LoaderArgs {
@@ -332,13 +352,28 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
             })
         }),
         "tracker" => Arc::new(move |parent| {
-            let args = TrackerArgs { settings: TrackerSettings::default(), calibrations: c.calibrations.clone() };
+            let config = c.config.borrow().clone();
+            let zones = config
+                .cameras
+                .iter()
+                .map(|cam| (cam.id.clone(), crate::mqtt::objects::zones_for(&config, &cam.id)))
+                .collect();
+            let args = TrackerArgs {
+                settings: TrackerSettings::default(),
+                calibrations: c.calibrations.clone(),
+                bus: c.bus.clone(),
+                zones,
+            };
             Box::pin(async move {
                 Ok(Actor::spawn_linked(Some(TRACKER.into()), TrackerActor, args, parent).await?.0.get_cell())
             })
         }),
         "alerts" => Arc::new(move |parent| {
-            let args = AlertsArgs { data_dir: c.data_dir.clone(), monitoring: c.config.borrow().monitoring.clone() };
+            let args = AlertsArgs {
+                data_dir: c.data_dir.clone(),
+                monitoring: c.config.borrow().monitoring.clone(),
+                bus: c.bus.clone(),
+            };
             Box::pin(async move {
                 Ok(Actor::spawn_linked(Some(ALERTS.into()), AlertsActor, args, parent).await?.0.get_cell())
             })

@@ -23,11 +23,17 @@ pub struct TrackerArgs {
     pub settings: TrackerSettings,
     /// Per camera; positions are metres where present, pixels elsewhere.
     pub calibrations: Arc<HashMap<String, Calibration>>,
+    /// MQTT: tracked objects and counts go there, without waiting.
+    pub bus: crate::mqtt::Bus,
+    /// Per camera, the named zones objects are reported in on MQTT.
+    pub zones: HashMap<String, Vec<crate::mqtt::objects::Zone>>,
 }
 
 pub struct TrackerState {
     args: TrackerArgs,
     trackers: HashMap<Arc<str>, Tracker>,
+    /// Per camera, what MQTT has been told; only while MQTT is on.
+    feeds: HashMap<Arc<str>, crate::mqtt::objects::ObjectFeed>,
 }
 
 pub enum TrackerMsg {
@@ -66,7 +72,7 @@ impl Actor for TrackerActor {
         args: TrackerArgs,
     ) -> Result<TrackerState, ActorProcessingErr> {
         crate::faults::register("tracker", &myself, TrackerMsg::Fault);
-        Ok(TrackerState { args, trackers: HashMap::new() })
+        Ok(TrackerState { args, trackers: HashMap::new(), feeds: HashMap::new() })
     }
 
     async fn handle(
@@ -96,6 +102,7 @@ impl Actor for TrackerActor {
                 .map_or(p, |(x, y)| (x as f32, y as f32))
         };
         let ended = tracker.update(&d.detections, d.frame.captured_at, &project);
+        let ended_ids: Vec<u64> = ended.iter().map(|t| t.id).collect();
         for track in ended {
             crate::store::actor::submit(summary(&track, &camera, d.frame.captured, d.frame.captured_at));
         }
@@ -110,6 +117,18 @@ impl Actor for TrackerActor {
             })
             .collect();
         metrics::gauge!("smart_cctv_tracks_active", "camera" => camera.to_string()).set(tracks.len() as f64);
+        let bus = &state.args.bus;
+        if bus.enabled() {
+            bus.note_analysed(&camera, d.frame.captured_at.elapsed().as_secs_f64());
+            let zones = &state.args.zones;
+            let feed = state.feeds.entry(camera.clone()).or_insert_with(|| {
+                crate::mqtt::objects::ObjectFeed::new(&camera, zones.get(&*camera).cloned().unwrap_or_default())
+            });
+            let frame_time = crate::mqtt::unix_seconds(d.frame.captured);
+            for (subtopic, payload, retain) in feed.frame(frame_time, &tracks, &ended_ids) {
+                bus.publish(&subtopic, payload, retain);
+            }
+        }
         let tracked = Arc::new(TrackedFrame { frame: d.frame, tracks });
         for member in ractor::pg::get_members(&RULES_GROUP.to_owned()) {
             let _ = ActorRef::<RuleMsg>::from(member).cast(RuleMsg::Frame(tracked.clone()));

@@ -19,6 +19,7 @@ crate::tests![
     the_unit_is_confined_to_an_exposure_of_2_or_less needs [SystemdAnalyze],
     hostile_configs_are_refused_with_the_key_or_the_limit,
     an_smtp_password_is_never_sent_in_clear_unless_allowed,
+    a_bad_mqtt_section_names_each_key,
     a_running_service_refuses_hostile_reloads_and_keeps_its_config,
 ];
 
@@ -354,4 +355,23 @@ fn an_smtp_password_is_never_sent_in_clear_unless_allowed() {
         let (code, out) = validate(&smtp(fine));
         assert_eq!(code, 0, "{fine}: {out}");
     }
+}
+
+fn a_bad_mqtt_section_names_each_key() {
+    let mqtt = |body: &str| format!("{}mqtt:\n{body}", base());
+    let (code, out) = validate(&mqtt(
+        "  host: \"\"\n  password: {PASSWORD}\n  topic_prefix: \"home/#\"\n  discovery_prefix: \"a//b\"\n  stats_interval: 0s\n  tls:\n    ca_file: /ca.pem\n    client_cert: /c.pem\n"
+            .replace("{PASSWORD}", PASSWORD)
+            .as_str(),
+    ));
+    assert_eq!(code, 2, "{out}");
+    for key in ["mqtt.host", "mqtt.topic_prefix", "mqtt.discovery_prefix", "mqtt.stats_interval", "mqtt.tls"] {
+        assert!(out.contains(key), "{key} is not named: {out}");
+    }
+    assert!(!out.contains(PASSWORD));
+    let (code, out) = validate(&mqtt("  hots: broker.lan\n"));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("hots"), "{out}");
+    let (code, out) = validate(&mqtt("  host: broker.lan\n  user: cctv\n  password: x\n"));
+    assert_eq!(code, 0, "{out}");
 }

@@ -31,6 +31,8 @@ pub enum Need {
     Tmpfs,
     /// `systemd-analyze`, to score the unit's confinement.
     SystemdAnalyze,
+    /// Debian's `mosquitto`, the MQTT broker.
+    Mosquitto,
 }
 
 impl Need {
@@ -43,6 +45,7 @@ impl Need {
             Need::RtspServer => "needs gstreamer",
             Need::Tmpfs => "needs root",
             Need::SystemdAnalyze => "needs systemd-analyze",
+            Need::Mosquitto => "needs mosquitto",
         }
     }
 
@@ -79,6 +82,9 @@ impl Need {
             Need::Tmpfs => tmpfs_mountable(),
             Need::SystemdAnalyze => (!command_works("systemd-analyze", &["--version"]))
                 .then(|| "needs systemd-analyze (Debian's systemd; ops/setup-deps installs it)".to_owned()),
+            Need::Mosquitto => crate::broker::Broker::program()
+                .is_none()
+                .then(|| "needs the mosquitto MQTT broker (ops/setup-deps installs it)".to_owned()),
         };
         cache.lock().unwrap().insert(self, answer.clone());
         answer

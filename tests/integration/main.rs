@@ -6,6 +6,7 @@
 //! runner's own count, and never passes by returning early.
 
 mod alerts;
+mod broker;
 mod cameras;
 mod config_validate;
 mod detect;
@@ -14,6 +15,7 @@ mod fixtures;
 mod health;
 mod models;
 mod motion;
+mod mqtt;
 mod ops_files;
 mod service;
 mod speakers;
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
         health::tests,
         models::tests,
         motion::tests,
+        mqtt::tests,
         ops_files::tests,
         service::tests,
         speakers::tests,
