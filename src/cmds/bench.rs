@@ -47,6 +47,10 @@ pub struct DetectorBench {
     /// Use candle's conv2d and silu (the reference path) instead of the fused fast path
     #[arg(long)]
     pub reference: bool,
+    /// The CPU fast path: `blocked` (direct convolutions on NCHWc, the
+    /// default) or `gemm` (the earlier im2col + GEMM path)
+    #[arg(long, default_value = "blocked", value_parser = ["blocked", "gemm"])]
+    pub conv: String,
 }
 
 pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
@@ -58,6 +62,7 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
 
     crate::detect::fastconv::set_enabled(!args.reference);
+    crate::detect::model::set_blocked(args.conv == "blocked");
     let config = crate::config::load(cli.config_path().as_deref())?.config;
     let store = ModelStore::open(&ModelStore::default_dir())?;
     let weights = store.resolve(args.model.as_deref().unwrap_or(&config.processing.detection.model))?;

@@ -5,6 +5,7 @@
 //! - `weights.rs`: finding weights (a path, `models/`, or a download from the hub);
 //! - `detector.rs`: the three put together behind `Detector::detect`.
 
+mod blocked;
 pub mod detector;
 pub use smart_cctv_fastconv as fastconv;
 pub mod model;

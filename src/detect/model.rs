@@ -120,7 +120,24 @@ impl Module for ConvBlock {
         if LAYER_CHECK.load(std::sync::atomic::Ordering::Relaxed) {
             let (want, got) = (self.reference(xs)?, fast.forward(xs)?);
             let diff = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            LAYER_DIFFS.lock().unwrap_or_else(|p| p.into_inner()).push((self.label(xs), diff));
+            let mut diffs = vec![(self.label(xs), diff)];
+            // The blocked path's convolution of the same layer, same input.
+            if let Some(blocked) = self
+                .conv
+                .bias()
+                .and_then(|bias| super::blocked::convert(self.conv.weight(), bias, self.conv.config().stride, true))
+            {
+                let (_, c, h, w) = xs.dims4()?;
+                let input = xs.get(0)?.flatten_all()?.to_vec1::<f32>()?;
+                let input = super::fastconv::nchwc::Blocked::from_nchw(&input, c, h, w);
+                let (oh, ow) = blocked.out_size(h, w);
+                let mut out = super::fastconv::nchwc::Blocked::zeros(blocked.c_out, oh, ow);
+                blocked.forward(&input.data, h, w, &mut out.data, None);
+                let want = want.get(0)?.flatten_all()?.to_vec1::<f32>()?;
+                let diff = out.to_nchw(blocked.c_out).iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                diffs.push((format!("nchwc {}", self.label(xs)), diff));
+            }
+            LAYER_DIFFS.lock().unwrap_or_else(|p| p.into_inner()).extend(diffs);
             return Ok(want);
         }
         super::profile::time(|| format!("fused {}", self.label(xs)), || fast.forward(xs))
@@ -472,26 +489,134 @@ fn anchor_grid(h: usize, w: usize, stride: usize, device: &candle_core::Device) 
 }
 
 /// The whole network.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct YoloV8 {
     backbone: Backbone,
     neck: Neck,
     head: Head,
+    /// The same network on the blocked layout (the CPU's fast path).
+    blocked: Option<std::sync::Arc<super::blocked::BlockedNet>>,
+}
+
+impl std::fmt::Debug for YoloV8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("YoloV8").field("classes", &self.head.classes).field("blocked", &self.blocked.is_some()).finish()
+    }
+}
+
+/// Which CPU path runs: the blocked direct convolutions (default) or the
+/// im2col + GEMM fused path, for `bench detector --conv` and tests.
+static BLOCKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+pub fn set_blocked(on: bool) {
+    BLOCKED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl YoloV8 {
     pub fn load(vb: VarBuilder, m: Multiples, classes: usize) -> Result<Self> {
-        Ok(Self {
+        let mut model = Self {
             backbone: Backbone::load(vb.pp("net"), m)?,
             neck: Neck::load(vb.pp("fpn"), m)?,
             head: Head::load(vb.pp("head"), m, classes)?,
+            blocked: None,
+        };
+        if matches!(vb.device(), candle_core::Device::Cpu) {
+            model.blocked = model.to_blocked().map(std::sync::Arc::new);
+        }
+        Ok(model)
+    }
+
+    fn to_blocked(&self) -> Option<super::blocked::BlockedNet> {
+        use super::blocked::{BottleneckB, BranchB, C2fB, SppfB, convert};
+        let conv = |c: &ConvBlock| convert(c.conv.weight(), c.conv.bias()?, c.conv.config().stride, true);
+        let c2f = |c: &C2f| -> Option<C2fB> {
+            Some(C2fB {
+                cv1: conv(&c.cv1)?,
+                cv2: conv(&c.cv2)?,
+                bottlenecks: c
+                    .bottlenecks
+                    .iter()
+                    .map(|b| Some(BottleneckB { cv1: conv(&b.cv1)?, cv2: conv(&b.cv2)?, residual: b.residual }))
+                    .collect::<Option<_>>()?,
+            })
+        };
+        let branch = |b: &Branch| -> Option<BranchB> {
+            Some(BranchB { c1: conv(&b.c1)?, c2: conv(&b.c2)?, out: convert(b.out.weight(), b.out.bias()?, 1, false)? })
+        };
+        let (bb, n) = (&self.backbone, &self.neck);
+        if (bb.b2.0.cv1.conv.weight().dim(0).ok()? / 2) % super::fastconv::nchwc::B != 0 {
+            return None;
+        }
+        Some(super::blocked::BlockedNet {
+            stem: [conv(&bb.stem[0])?, conv(&bb.stem[1])?],
+            b2: (c2f(&bb.b2.0)?, conv(&bb.b2.1)?, c2f(&bb.b2.2)?),
+            b3: (conv(&bb.b3.0)?, c2f(&bb.b3.1)?),
+            b4: (conv(&bb.b4.0)?, c2f(&bb.b4.1)?),
+            sppf: SppfB { cv1: conv(&bb.sppf.cv1)?, cv2: conv(&bb.sppf.cv2)?, k: bb.sppf.k },
+            n1: c2f(&n.n1)?,
+            n2: c2f(&n.n2)?,
+            n3: conv(&n.n3)?,
+            n4: c2f(&n.n4)?,
+            n5: conv(&n.n5)?,
+            n6: c2f(&n.n6)?,
+            boxes: self.head.boxes.iter().map(branch).collect::<Option<_>>()?,
+            scores: self.head.scores.iter().map(branch).collect::<Option<_>>()?,
+            dfl: self.head.dfl.fast_weights.clone()?,
+            classes: self.head.classes,
         })
+    }
+
+    /// The blocked path: each image through the network, then the head's
+    /// decoding into `[b, 4 + classes, anchors]`.
+    fn forward_blocked(&self, net: &super::blocked::BlockedNet, xs: &Tensor) -> Result<Tensor> {
+        let (b, _, h, w) = xs.dims4()?;
+        let input = xs.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let rows = 4 + self.head.classes;
+        let total: usize = STRIDES.iter().map(|s| (h / s) * (w / s)).sum();
+        let mut out = vec![0f32; b * rows * total];
+        for (image, dst) in input.chunks_exact(3 * h * w).zip(out.chunks_exact_mut(rows * total)) {
+            let scales = net.forward(image, h, w);
+            super::profile::time(
+                || "head decode (DFL, boxes, sigmoid)".into(),
+                || {
+                    let mut column = 0;
+                    for ((raw, sh, sw), stride) in scales.iter().zip(STRIDES) {
+                        let n = sh * sw;
+                        let mut xy = vec![0f32; 2 * n];
+                        for i in 0..n {
+                            xy[i] = (i % sw) as f32 + 0.5;
+                            xy[n + i] = (i / sw) as f32 + 0.5;
+                        }
+                        super::fastconv::decode_head(
+                            raw,
+                            n,
+                            DFL_BINS,
+                            &net.dfl,
+                            &xy,
+                            stride as f32,
+                            dst,
+                            total,
+                            column,
+                        );
+                        column += n;
+                    }
+                },
+            );
+        }
+        Tensor::from_vec(out, (b, rows, total), xs.device())
     }
 }
 
 impl Module for YoloV8 {
     /// `[b, 3, h, w]` RGB in `[0, 1]`, `h` and `w` multiples of 32, to `[b, 4 + classes, anchors]`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(net) = self.blocked.as_ref().filter(|_| {
+            super::fastconv::enabled()
+                && BLOCKED.load(std::sync::atomic::Ordering::Relaxed)
+                && !LAYER_CHECK.load(std::sync::atomic::Ordering::Relaxed)
+        }) {
+            return self.forward_blocked(net, xs);
+        }
         let (p3, p4, p5) = self.backbone.forward(xs)?;
         let (h1, h2, h3) = self.neck.forward(&p3, &p4, &p5)?;
         self.head.forward([&h1, &h2, &h3])

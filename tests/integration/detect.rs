@@ -106,9 +106,11 @@ fn the_fast_path_agrees_with_the_reference_on_every_layer_of_the_real_model() {
     detector.forward(&tensor).unwrap();
     let diffs = smart_cctv::detect::model::layer_check(false);
     // YOLOv8n has 57 convolutions with batch norm and SiLU (the head's last
-    // three 1x1 convolutions of each branch have neither); other tests
-    // running meanwhile may add theirs, which are compared just the same.
-    assert!(diffs.len() >= 57, "{} layers compared", diffs.len());
+    // three 1x1 convolutions of each branch have neither), each compared on
+    // both fast paths (im2col + GEMM, and blocked); other tests running
+    // meanwhile may add theirs, which are compared just the same.
+    assert!(diffs.len() >= 2 * 57, "{} layers compared", diffs.len());
+    assert!(diffs.iter().filter(|(layer, _)| layer.starts_with("nchwc")).count() >= 57);
     for (layer, diff) in &diffs {
         assert!(*diff <= 1e-4, "{layer}: max |fast - reference| = {diff}");
     }

@@ -14,6 +14,8 @@
 //! The reference is candle's `conv2d` + `silu` (kept in smart-cctv's model);
 //! tests check the two agree on every kind of layer of the real model.
 
+pub mod nchwc;
+
 use candle_core::{Device, Result, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,614 @@
+//! Direct convolution on a blocked layout, NCHWc with c = 16: element
+//! `(c, y, x)` of an activation lives at `((c / 16 · h + y) · w + x) · 16 + c % 16`.
+//!
+//! Why: the im2col + GEMM path writes nine copies of every 3×3 layer's
+//! input, under-fills the GEMM's tiles with YOLOv8n's 16–80 output channels,
+//! and forces copies for every concatenation. Here each output pixel is
+//! accumulated in registers straight from the input: a tile of up to four
+//! output-channel blocks × `PX` pixels of one row starts from the bias, takes
+//! every input channel of every tap as a broadcast times a 16-wide weight
+//! vector, and gets its SiLU (and a residual) before its one store. Channel
+//! blocks are contiguous planes, so a concatenation is writing into the next
+//! blocks of one buffer, and a split is a sub-slice.
+//!
+//! The kernel is one generic body compiled three times (AVX-512F, AVX2+FMA,
+//! baseline) and chosen at run time; the tests run whichever the machine
+//! has and the baseline.
+
+use rayon::prelude::*;
+
+/// Channels per block.
+pub const B: usize = 16;
+
+/// An activation in NCHWc16: `blocks` planes of `h × w × 16` values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocked {
+    pub blocks: usize,
+    pub h: usize,
+    pub w: usize,
+    pub data: Vec<f32>,
+}
+
+impl Blocked {
+    pub fn zeros(channels: usize, h: usize, w: usize) -> Self {
+        let blocks = channels.div_ceil(B);
+        Self { blocks, h, w, data: vec![0.0; blocks * h * w * B] }
+    }
+
+    /// One block's values.
+    pub fn plane_len(&self) -> usize {
+        self.h * self.w * B
+    }
+
+    /// From NCHW (one image): `channels` planes of `h × w`.
+    pub fn from_nchw(values: &[f32], channels: usize, h: usize, w: usize) -> Self {
+        let mut out = Self::zeros(channels, h, w);
+        for c in 0..channels {
+            let (block, lane) = (c / B, c % B);
+            let plane = &values[c * h * w..(c + 1) * h * w];
+            let dst = &mut out.data[block * h * w * B..(block + 1) * h * w * B];
+            for (i, v) in plane.iter().enumerate() {
+                dst[i * B + lane] = *v;
+            }
+        }
+        out
+    }
+
+    /// To NCHW, the first `channels` channels.
+    pub fn to_nchw(&self, channels: usize) -> Vec<f32> {
+        let (h, w) = (self.h, self.w);
+        let mut out = vec![0.0; channels * h * w];
+        for (c, plane) in out.chunks_exact_mut(h * w).enumerate() {
+            let (block, lane) = (c / B, c % B);
+            let src = &self.data[block * h * w * B..(block + 1) * h * w * B];
+            for (i, v) in plane.iter_mut().enumerate() {
+                *v = src[i * B + lane];
+            }
+        }
+        out
+    }
+}
+
+/// A convolution with bias and optional SiLU, weights packed at load into
+/// `[out block][in block][ky][kx][in lane][out lane]`.
+#[derive(Debug, Clone)]
+pub struct BlockedConv {
+    packed: Vec<f32>,
+    /// Padded to whole blocks with zeros.
+    bias: Vec<f32>,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub silu: bool,
+}
+
+impl BlockedConv {
+    /// From `[c_out, c_in, k, k]` weights (row-major) and `[c_out]` bias.
+    pub fn new(weight: &[f32], bias: &[f32], c_in: usize, c_out: usize, k: usize, stride: usize, silu: bool) -> Self {
+        assert_eq!(weight.len(), c_out * c_in * k * k);
+        assert_eq!(bias.len(), c_out);
+        let (ib, ob) = (c_in.div_ceil(B), c_out.div_ceil(B));
+        let mut packed = vec![0.0; ob * ib * k * k * B * B];
+        for co in 0..c_out {
+            for ci in 0..c_in {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let v = weight[((co * c_in + ci) * k + ky) * k + kx];
+                        let at = ((((co / B * ib + ci / B) * k + ky) * k + kx) * B + ci % B) * B + co % B;
+                        packed[at] = v;
+                    }
+                }
+            }
+        }
+        let mut padded = bias.to_vec();
+        padded.resize(ob * B, 0.0);
+        Self { packed, bias: padded, c_in, c_out, k, stride, pad: k / 2, silu }
+    }
+
+    pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+        ((h + 2 * self.pad - self.k) / self.stride + 1, (w + 2 * self.pad - self.k) / self.stride + 1)
+    }
+
+    /// FLOPs of one call on an `h × w` input (2 per multiply-add, real channels).
+    pub fn flops(&self, h: usize, w: usize) -> f64 {
+        let (oh, ow) = self.out_size(h, w);
+        2.0 * (oh * ow * self.c_out * self.c_in * self.k * self.k) as f64
+    }
+
+    /// Writes the output's blocks into `out` (`c_out / 16` planes of
+    /// `oh × ow × 16`, which may be a slice of a larger buffer), reading the
+    /// input's first `c_in / 16` blocks from `input` (`h × w`). With
+    /// `residual`, a tensor of the output's shape is added after the SiLU.
+    pub fn forward(&self, input: &[f32], h: usize, w: usize, out: &mut [f32], residual: Option<&[f32]>) {
+        let (oh, ow) = self.out_size(h, w);
+        let (ib, ob) = (self.c_in.div_ceil(B), self.c_out.div_ceil(B));
+        assert!(input.len() >= ib * h * w * B, "input too short");
+        assert_eq!(out.len(), ob * oh * ow * B, "output size");
+        if let Some(r) = residual {
+            assert_eq!(r.len(), out.len(), "residual size");
+        }
+        #[cfg(target_arch = "x86_64")]
+        let avx512 =
+            !GENERIC.load(std::sync::atomic::Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
+        // Tasks: groups of up to 4 output blocks × one output row.
+        let groups = ob.div_ceil(4);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let run = |task: usize| {
+            let (group, oy) = (task / oh, task % oh);
+            let first = group * 4;
+            let count = (ob - first).min(4);
+            let rows = Rows { conv: self, input, h, w, ow, ib, oy, first, count, out: out_ptr, oh, residual, avx512 };
+            dispatch(&rows);
+        };
+        let tasks = groups * oh;
+        if rayon::current_num_threads() > 1 && tasks > 1 {
+            (0..tasks).into_par_iter().for_each(run);
+        } else {
+            (0..tasks).for_each(run);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint (block, row) ranges of the output; the buffer
+// outlives the parallel loop.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// One task: output row `oy` of output blocks `first..first + count`.
+struct Rows<'a> {
+    conv: &'a BlockedConv,
+    input: &'a [f32],
+    h: usize,
+    w: usize,
+    ow: usize,
+    oh: usize,
+    ib: usize,
+    oy: usize,
+    first: usize,
+    count: usize,
+    out: SendPtr,
+    residual: Option<&'a [f32]>,
+    /// The interior runs the AVX-512 kernel.
+    avx512: bool,
+}
+
+fn dispatch(rows: &Rows) {
+    #[cfg(target_arch = "x86_64")]
+    if !GENERIC.load(std::sync::atomic::Ordering::Relaxed) {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { rows_avx512(rows) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            return unsafe { rows_avx2(rows) };
+        }
+    }
+    rows_generic(rows);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_avx512(rows: &Rows) {
+    rows_generic(rows);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_avx2(rows: &Rows) {
+    rows_generic(rows);
+}
+
+/// The baseline, for tests on any machine.
+pub fn force_generic(on: bool) {
+    GENERIC.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+static GENERIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[inline(always)]
+fn rows_generic(rows: &Rows) {
+    match rows.count {
+        4 => row::<4, 6>(rows),
+        3 => row::<3, 8>(rows),
+        2 => row::<2, 12>(rows),
+        _ => row::<1, 14>(rows),
+    }
+}
+
+/// Pixels `ox` whose every tap is inside the row: `ox·s + kx - pad ∈ [0, w)`.
+fn interior(w: usize, ow: usize, k: usize, s: usize, pad: usize) -> (usize, usize) {
+    let lo = pad.div_ceil(s).min(ow);
+    let hi = if w + pad >= k { ((w + pad - k) / s + 1).min(ow) } else { 0 };
+    (lo, hi.max(lo))
+}
+
+/// One output row for `OB` output blocks, `PX` pixels at a time.
+#[inline(always)]
+fn row<const OB: usize, const PX: usize>(r: &Rows) {
+    let c = r.conv;
+    let (k, s, pad) = (c.k, c.stride, c.pad);
+    let (lo, hi) = interior(r.w, r.ow, k, s, pad);
+    #[cfg(target_arch = "x86_64")]
+    if r.avx512 {
+        // SAFETY: the CPU has AVX-512F (`avx512` is set only then); pixels
+        // outside `lo..hi` are checked tap by tap, those inside need not be.
+        unsafe {
+            for ox in 0..lo {
+                avx512::tile::<OB, 1>(r, ox, true);
+            }
+            let mut ox = lo;
+            while ox + PX <= hi {
+                avx512::tile::<OB, PX>(r, ox, false);
+                ox += PX;
+            }
+            for ox in ox..hi {
+                avx512::tile::<OB, 1>(r, ox, false);
+            }
+            for ox in hi..r.ow {
+                avx512::tile::<OB, 1>(r, ox, true);
+            }
+        }
+        return;
+    }
+    let mut ox = 0;
+    // Left border, one pixel at a time with bounds.
+    while ox < lo {
+        tile::<OB, 1>(r, ox, true);
+        ox += 1;
+    }
+    while ox + PX <= hi {
+        tile::<OB, PX>(r, ox, false);
+        ox += PX;
+    }
+    while ox < r.ow {
+        tile::<OB, 1>(r, ox, ox >= hi);
+        ox += 1;
+    }
+}
+
+/// `PX` output pixels from `ox` for `OB` output blocks: accumulate, SiLU,
+/// residual, store. `checked`: some taps fall outside the row.
+#[inline(always)]
+fn tile<const OB: usize, const PX: usize>(r: &Rows, ox: usize, checked: bool) {
+    let c = r.conv;
+    let (k, s, pad, w, h) = (c.k, c.stride, c.pad, r.w, r.h);
+    let tap_stride = B * B;
+    let ob_stride = r.ib * k * k * tap_stride;
+    let mut acc = [[[0f32; B]; PX]; OB];
+    for (b, acc_b) in acc.iter_mut().enumerate() {
+        let bias = &c.bias[(r.first + b) * B..(r.first + b + 1) * B];
+        for a in acc_b.iter_mut() {
+            a.copy_from_slice(bias);
+        }
+    }
+    for ky in 0..k {
+        let iy = (r.oy * s + ky) as isize - pad as isize;
+        if iy < 0 || iy >= h as isize {
+            continue;
+        }
+        let iy = iy as usize;
+        for ib in 0..r.ib {
+            let plane = &r.input[ib * h * w * B..(ib + 1) * h * w * B];
+            let line = &plane[iy * w * B..(iy + 1) * w * B];
+            for kx in 0..k {
+                let weights = &c.packed[r.first * ob_stride + ((ib * k + ky) * k + kx) * tap_stride..];
+                if checked {
+                    // PX is 1 here.
+                    let ix = (ox * s + kx) as isize - pad as isize;
+                    if ix < 0 || ix >= w as isize {
+                        continue;
+                    }
+                }
+                let x0 = (ox * s + kx).wrapping_sub(pad);
+                for ci in 0..B {
+                    let mut wv = [[0f32; B]; OB];
+                    for (b, v) in wv.iter_mut().enumerate() {
+                        v.copy_from_slice(&weights[b * ob_stride + ci * B..b * ob_stride + ci * B + B]);
+                    }
+                    for p in 0..PX {
+                        let x = line[(x0 + p * s) * B + ci];
+                        for b in 0..OB {
+                            for lane in 0..B {
+                                acc[b][p][lane] = wv[b][lane].mul_add(x, acc[b][p][lane]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let (oh, ow) = (r.oh, r.ow);
+    for (b, acc_b) in acc.iter_mut().enumerate() {
+        let block = r.first + b;
+        for (p, a) in acc_b.iter_mut().enumerate() {
+            if c.silu {
+                for v in a.iter_mut() {
+                    *v /= 1.0 + crate::exp(-*v);
+                }
+            }
+            let at = ((block * oh + r.oy) * ow + ox + p) * B;
+            if let Some(res) = r.residual {
+                for (v, add) in a.iter_mut().zip(&res[at..at + B]) {
+                    *v += add;
+                }
+            }
+            // SAFETY: (block, oy, ox + p) is this task's own output pixel,
+            // inside the buffer (its length was asserted).
+            unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), r.out.0.add(at), B) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{B, Rows};
+    use std::arch::x86_64::*;
+
+    /// `e^x` as the crate's scalar `exp`: `2^n · p(r)`, the scaling by `scalef`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            x,
+            _mm512_set1_ps(std::f32::consts::LOG2_E),
+        ));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm512_set1_ps(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// The interior tile: `OB` output blocks × `PX` pixels in registers,
+    /// every tap inside the input row.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, and unless `checked` (then `PX` is 1, and taps
+    /// outside the row are skipped), for every pixel `ox..ox + PX` every tap
+    /// `(ox + p)·stride + kx - pad` lies in `[0, w)`.
+    // Indexed loops on purpose: one broadcast feeds every block's FMA, and
+    // constant indices keep the whole tile in registers.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile<const OB: usize, const PX: usize>(r: &Rows, ox: usize, checked: bool) {
+        let c = r.conv;
+        let (k, s, pad, w, h) = (c.k, c.stride, c.pad, r.w, r.h);
+        let tap = B * B;
+        let ob_stride = r.ib * k * k * tap;
+        let mut acc = [[_mm512_setzero_ps(); PX]; OB];
+        // SAFETY (all pointer arithmetic below): the packed weights hold
+        // `ob × ib × k × k × 16 × 16` values and `first + OB <= ob`; the
+        // input holds `ib` planes of `h × w × 16` and (iy, ix) is inside.
+        unsafe {
+            for (b, acc_b) in acc.iter_mut().enumerate() {
+                let bias = _mm512_loadu_ps(c.bias.as_ptr().add((r.first + b) * B));
+                for a in acc_b.iter_mut() {
+                    *a = bias;
+                }
+            }
+            let weights = c.packed.as_ptr().add(r.first * ob_stride);
+            for ky in 0..k {
+                let iy = (r.oy * s + ky) as isize - pad as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for ib in 0..r.ib {
+                    let line = r.input.as_ptr().add((ib * h + iy as usize) * w * B);
+                    for kx in 0..k {
+                        let ix = (ox * s + kx) as isize - pad as isize;
+                        if checked && (ix < 0 || ix >= w as isize) {
+                            continue;
+                        }
+                        let wp = weights.add(((ib * k + ky) * k + kx) * tap);
+                        let xp = line.offset(ix * B as isize);
+                        for ci in 0..B {
+                            let mut wv = [_mm512_setzero_ps(); OB];
+                            for (b, v) in wv.iter_mut().enumerate() {
+                                *v = _mm512_loadu_ps(wp.add(b * ob_stride + ci * B));
+                            }
+                            for p in 0..PX {
+                                let x = _mm512_set1_ps(*xp.add(p * s * B + ci));
+                                for b in 0..OB {
+                                    acc[b][p] = _mm512_fmadd_ps(wv[b], x, acc[b][p]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let one = _mm512_set1_ps(1.0);
+            for (b, acc_b) in acc.iter().enumerate() {
+                for (p, v) in acc_b.iter().enumerate() {
+                    let mut v = *v;
+                    if c.silu {
+                        let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), v));
+                        v = _mm512_div_ps(v, _mm512_add_ps(one, e));
+                    }
+                    let at = (((r.first + b) * r.oh + r.oy) * r.ow + ox + p) * B;
+                    if let Some(res) = r.residual {
+                        v = _mm512_add_ps(v, _mm512_loadu_ps(res.as_ptr().add(at)));
+                    }
+                    _mm512_storeu_ps(r.out.0.add(at), v);
+                }
+            }
+        }
+    }
+}
+
+/// `out = max over a k × k window` (stride 1, edges ignored), per block.
+pub fn max_pool(input: &[f32], blocks: usize, h: usize, w: usize, k: usize, out: &mut [f32]) {
+    let pad = k / 2;
+    let plane = h * w * B;
+    out.par_chunks_mut(plane).zip(input.par_chunks(plane)).take(blocks).for_each(|(dst, src)| {
+        for y in 0..h {
+            for x in 0..w {
+                let mut m = [f32::NEG_INFINITY; B];
+                for yy in y.saturating_sub(pad)..(y + pad + 1).min(h) {
+                    for xx in x.saturating_sub(pad)..(x + pad + 1).min(w) {
+                        let v = &src[(yy * w + xx) * B..(yy * w + xx + 1) * B];
+                        for lane in 0..B {
+                            m[lane] = m[lane].max(v[lane]);
+                        }
+                    }
+                }
+                dst[(y * w + x) * B..(y * w + x + 1) * B].copy_from_slice(&m);
+            }
+        }
+    });
+}
+
+/// Nearest-neighbour ×2 upsampling, per block.
+pub fn upsample2(input: &[f32], blocks: usize, h: usize, w: usize, out: &mut [f32]) {
+    let (oh, ow) = (2 * h, 2 * w);
+    out.par_chunks_mut(oh * ow * B).zip(input.par_chunks(h * w * B)).take(blocks).for_each(|(dst, src)| {
+        for y in 0..oh {
+            for x in 0..ow {
+                let from = ((y / 2) * w + x / 2) * B;
+                dst[(y * ow + x) * B..(y * ow + x + 1) * B].copy_from_slice(&src[from..from + B]);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed | 1;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The plain definition, NCHW.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        x: &[f32],
+        c_in: usize,
+        h: usize,
+        w: usize,
+        weight: &[f32],
+        bias: &[f32],
+        c_out: usize,
+        k: usize,
+        s: usize,
+        silu: bool,
+    ) -> Vec<f32> {
+        let pad = k / 2;
+        let (oh, ow) = ((h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1);
+        let mut out = vec![0.0; c_out * oh * ow];
+        for co in 0..c_out {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut sum = bias[co] as f64;
+                    for ci in 0..c_in {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) =
+                                    ((oy * s + ky) as isize - pad as isize, (ox * s + kx) as isize - pad as isize);
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    sum += (weight[((co * c_in + ci) * k + ky) * k + kx]
+                                        * x[(ci * h + iy as usize) * w + ix as usize])
+                                        as f64;
+                                }
+                            }
+                        }
+                    }
+                    let v = sum as f32;
+                    out[(co * oh + oy) * ow + ox] = if silu { v / (1.0 + (-v).exp()) } else { v };
+                }
+            }
+        }
+        out
+    }
+
+    fn check(generic: bool) {
+        force_generic(generic);
+        // (c_in, c_out, k, stride, h, w): YOLOv8's kinds, odd sizes, 1 to 5 output blocks.
+        for (i, &(c_in, c_out, k, s, h, w)) in [
+            (3, 16, 3, 2, 33, 40),
+            (16, 16, 3, 1, 20, 21),
+            (32, 64, 3, 2, 21, 17),
+            (48, 32, 1, 1, 10, 12),
+            (16, 16, 3, 1, 1, 1),
+            (64, 80, 3, 1, 5, 9),
+            (64, 48, 1, 1, 3, 30),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let x = random(c_in * h * w, 11 + i as u64);
+            let weight: Vec<f32> = random(c_out * c_in * k * k, 7 + i as u64).iter().map(|v| v * 0.2).collect();
+            let bias = random(c_out, 3 + i as u64);
+            for silu in [true, false] {
+                let conv = BlockedConv::new(&weight, &bias, c_in, c_out, k, s, silu);
+                let (oh, ow) = conv.out_size(h, w);
+                let input = Blocked::from_nchw(&x, c_in, h, w);
+                let mut out = Blocked::zeros(c_out, oh, ow);
+                conv.forward(&input.data, h, w, &mut out.data, None);
+                let want = reference(&x, c_in, h, w, &weight, &bias, c_out, k, s, silu);
+                let got = out.to_nchw(c_out);
+                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                assert!(worst <= 1e-4, "kind {i} silu {silu}: max |diff| {worst}");
+                // With a residual: the same plus the residual.
+                let residual = Blocked::from_nchw(&random(c_out * oh * ow, 5), c_out, oh, ow);
+                let mut with = Blocked::zeros(c_out, oh, ow);
+                conv.forward(&input.data, h, w, &mut with.data, Some(&residual.data));
+                let sum: Vec<f32> = out.data.iter().zip(&residual.data).map(|(a, b)| a + b).collect();
+                assert!(with.data.iter().zip(&sum).all(|(a, b)| (a - b).abs() <= 1e-5), "kind {i} residual");
+            }
+        }
+        force_generic(false);
+    }
+
+    #[test]
+    fn agrees_with_the_definition_on_every_kind_of_layer() {
+        check(false);
+        // The baseline build of the same kernel, which machines without
+        // AVX2 run.
+        check(true);
+    }
+
+    #[test]
+    fn the_layout_round_trips_and_pool_and_upsample_match_their_definitions() {
+        let (c, h, w) = (20, 5, 7);
+        let x = random(c * h * w, 9);
+        let blocked = Blocked::from_nchw(&x, c, h, w);
+        assert_eq!(blocked.to_nchw(c), x);
+        let mut pooled = Blocked::zeros(c, h, w);
+        max_pool(&blocked.data, blocked.blocks, h, w, 5, &mut pooled.data);
+        let pooled = pooled.to_nchw(c);
+        for ch in 0..c {
+            for y in 0..h {
+                for xx in 0..w {
+                    let mut m = f32::NEG_INFINITY;
+                    for yy in y.saturating_sub(2)..(y + 3).min(h) {
+                        for x2 in xx.saturating_sub(2)..(xx + 3).min(w) {
+                            m = m.max(x[(ch * h + yy) * w + x2]);
+                        }
+                    }
+                    assert_eq!(pooled[(ch * h + y) * w + xx], m);
+                }
+            }
+        }
+        let mut up = Blocked::zeros(c, 2 * h, 2 * w);
+        upsample2(&blocked.data, blocked.blocks, h, w, &mut up.data);
+        let up = up.to_nchw(c);
+        assert_eq!(up[(3 * 2 * h + 5) * 2 * w + 9], x[(3 * h + 2) * w + 4]);
+    }
+}

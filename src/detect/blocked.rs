@@ -1,0 +1,192 @@
+//! The whole network on the blocked layout (`fastconv::nchwc`): converted
+//! once at the input and once at the head's outputs, direct convolutions
+//! with SiLU (and the bottlenecks' residual) fused into their stores,
+//! C2f and SPPF outputs written into their slices of one buffer (so their
+//! concatenations cost nothing), and max-pool and upsampling on the blocks.
+//!
+//! Built from the candle model's folded weights at load, on the CPU, when
+//! every layer's channels come in whole blocks (all YOLOv8 sizes do); the
+//! candle path stays as the reference.
+
+use super::fastconv::nchwc::{B, Blocked, BlockedConv, max_pool, upsample2};
+use super::profile::time;
+
+/// A layer's name in the profile: kind, shape and FLOPs, as `bench --layers` prints it.
+fn label(conv: &BlockedConv, h: usize, w: usize) -> String {
+    format!(
+        "nchwc conv {k}x{k} s{s} {ci:>3}->{co:<3} @{h}x{w}",
+        k = conv.k,
+        s = conv.stride,
+        ci = conv.c_in,
+        co = conv.c_out
+    )
+}
+
+fn run(conv: &BlockedConv, input: &[f32], h: usize, w: usize, out: &mut [f32], residual: Option<&[f32]>) {
+    let flops = conv.flops(h, w);
+    time(|| format!("{} [{:.1} MFLOP]", label(conv, h, w), flops / 1e6), || conv.forward(input, h, w, out, residual));
+}
+
+fn apply(conv: &BlockedConv, x: &Blocked) -> Blocked {
+    let (oh, ow) = conv.out_size(x.h, x.w);
+    let mut out = Blocked::zeros(conv.c_out, oh, ow);
+    run(conv, &x.data, x.h, x.w, &mut out.data, None);
+    out
+}
+
+/// A conv block of the candle model as a blocked convolution.
+pub(super) fn convert(
+    weight: &candle_core::Tensor,
+    bias: &candle_core::Tensor,
+    stride: usize,
+    silu: bool,
+) -> Option<BlockedConv> {
+    let (c_out, c_in, k, _) = weight.dims4().ok()?;
+    if c_out % B != 0 {
+        return None;
+    }
+    let weight = weight.flatten_all().ok()?.to_vec1::<f32>().ok()?;
+    let bias = bias.to_vec1::<f32>().ok()?;
+    Some(BlockedConv::new(&weight, &bias, c_in, c_out, k, stride, silu))
+}
+
+pub(super) struct BottleneckB {
+    pub cv1: BlockedConv,
+    pub cv2: BlockedConv,
+    pub residual: bool,
+}
+
+pub(super) struct C2fB {
+    pub cv1: BlockedConv,
+    pub cv2: BlockedConv,
+    pub bottlenecks: Vec<BottleneckB>,
+}
+
+impl C2fB {
+    fn forward(&self, x: &Blocked) -> Blocked {
+        let hidden = self.cv1.c_out / 2;
+        let (h, w) = (x.h, x.w);
+        let n = self.bottlenecks.len();
+        let chunk = hidden / B * h * w * B;
+        // cv1's two halves, then each bottleneck's output: cv2's input.
+        let mut joined = Blocked::zeros((2 + n) * hidden, h, w);
+        run(&self.cv1, &x.data, h, w, &mut joined.data[..2 * chunk], None);
+        let mut inner = Blocked::zeros(hidden, h, w);
+        for (i, b) in self.bottlenecks.iter().enumerate() {
+            let (done, rest) = joined.data.split_at_mut((2 + i) * chunk);
+            let last = &done[(1 + i) * chunk..];
+            run(&b.cv1, last, h, w, &mut inner.data, None);
+            run(&b.cv2, &inner.data, h, w, &mut rest[..chunk], b.residual.then_some(last));
+        }
+        apply(&self.cv2, &joined)
+    }
+}
+
+pub(super) struct SppfB {
+    pub cv1: BlockedConv,
+    pub cv2: BlockedConv,
+    pub k: usize,
+}
+
+impl SppfB {
+    fn forward(&self, x: &Blocked) -> Blocked {
+        let hidden = self.cv1.c_out;
+        let (h, w) = (x.h, x.w);
+        let chunk = hidden / B * h * w * B;
+        let mut joined = Blocked::zeros(4 * hidden, h, w);
+        run(&self.cv1, &x.data, h, w, &mut joined.data[..chunk], None);
+        time(
+            || "nchwc SPPF pools".into(),
+            || {
+                for i in 0..3 {
+                    let (done, rest) = joined.data.split_at_mut((i + 1) * chunk);
+                    max_pool(&done[i * chunk..], hidden / B, h, w, self.k, &mut rest[..chunk]);
+                }
+            },
+        );
+        apply(&self.cv2, &joined)
+    }
+}
+
+/// Two 3×3 blocks and the 1×1 prediction, per scale and branch.
+pub(super) struct BranchB {
+    pub c1: BlockedConv,
+    pub c2: BlockedConv,
+    pub out: BlockedConv,
+}
+
+pub(super) struct BlockedNet {
+    pub stem: [BlockedConv; 2],
+    pub b2: (C2fB, BlockedConv, C2fB),
+    pub b3: (BlockedConv, C2fB),
+    pub b4: (BlockedConv, C2fB),
+    pub sppf: SppfB,
+    pub n1: C2fB,
+    pub n2: C2fB,
+    pub n3: BlockedConv,
+    pub n4: C2fB,
+    pub n5: BlockedConv,
+    pub n6: C2fB,
+    pub boxes: Vec<BranchB>,
+    pub scores: Vec<BranchB>,
+    pub dfl: Vec<f32>,
+    pub classes: usize,
+}
+
+/// `[up(a), b]` along channels, into one buffer.
+fn up_and_join(a: &Blocked, b: &Blocked) -> Blocked {
+    time(
+        || "nchwc upsample and join".into(),
+        || {
+            let mut joined = Blocked {
+                blocks: a.blocks + b.blocks,
+                h: b.h,
+                w: b.w,
+                data: vec![0.0; (a.blocks + b.blocks) * b.plane_len()],
+            };
+            let split = a.blocks * b.plane_len();
+            upsample2(&a.data, a.blocks, a.h, a.w, &mut joined.data[..split]);
+            joined.data[split..].copy_from_slice(&b.data);
+            joined
+        },
+    )
+}
+
+fn join(a: &Blocked, b: &Blocked) -> Blocked {
+    let mut data = Vec::with_capacity(a.data.len() + b.data.len());
+    data.extend_from_slice(&a.data);
+    data.extend_from_slice(&b.data);
+    Blocked { blocks: a.blocks + b.blocks, h: a.h, w: a.w, data }
+}
+
+impl BlockedNet {
+    /// One image, NCHW `[3, h, w]` in `[0, 1]`, to the head's raw outputs
+    /// per scale: `[4·16 + classes, h·w]` row-major, with the scale's size.
+    pub fn forward(&self, image: &[f32], h: usize, w: usize) -> Vec<(Vec<f32>, usize, usize)> {
+        let x = time(|| "nchwc input layout".into(), || Blocked::from_nchw(image, 3, h, w));
+        let x = apply(&self.stem[1], &apply(&self.stem[0], &x));
+        let p3 = self.b2.2.forward(&apply(&self.b2.1, &self.b2.0.forward(&x)));
+        let p4 = self.b3.1.forward(&apply(&self.b3.0, &p3));
+        let p5 = self.sppf.forward(&self.b4.1.forward(&apply(&self.b4.0, &p4)));
+        let top = self.n1.forward(&up_and_join(&p5, &p4));
+        let h1 = self.n2.forward(&up_and_join(&top, &p3));
+        let h2 = self.n4.forward(&join(&apply(&self.n3, &h1), &top));
+        let h3 = self.n6.forward(&join(&apply(&self.n5, &h2), &p5));
+        let rows = 4 * 16 + self.classes;
+        [&h1, &h2, &h3]
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let (bx, sc) = (&self.boxes[i], &self.scores[i]);
+                let mut out = Blocked::zeros(bx.out.c_out + sc.out.c_out, x.h, x.w);
+                let split = bx.out.c_out / B * x.plane_len();
+                for (branch, dst) in [(bx, 0..split), (sc, split..out.data.len())] {
+                    let hidden = apply(&branch.c2, &apply(&branch.c1, x));
+                    run(&branch.out, &hidden.data, x.h, x.w, &mut out.data[dst], None);
+                }
+                let raw = time(|| "nchwc output layout".into(), || out.to_nchw(rows));
+                (raw, x.h, x.w)
+            })
+            .collect()
+    }
+}
