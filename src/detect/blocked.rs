@@ -138,12 +138,7 @@ fn up_and_join(a: &Blocked, b: &Blocked) -> Blocked {
     time(
         || "nchwc upsample and join".into(),
         || {
-            let mut joined = Blocked {
-                blocks: a.blocks + b.blocks,
-                h: b.h,
-                w: b.w,
-                data: vec![0.0; (a.blocks + b.blocks) * b.plane_len()],
-            };
+            let mut joined = Blocked::zeros((a.blocks + b.blocks) * B, b.h, b.w);
             let split = a.blocks * b.plane_len();
             upsample2(&a.data, a.blocks, a.h, a.w, &mut joined.data[..split]);
             joined.data[split..].copy_from_slice(&b.data);
@@ -153,10 +148,7 @@ fn up_and_join(a: &Blocked, b: &Blocked) -> Blocked {
 }
 
 fn join(a: &Blocked, b: &Blocked) -> Blocked {
-    let mut data = Vec::with_capacity(a.data.len() + b.data.len());
-    data.extend_from_slice(&a.data);
-    data.extend_from_slice(&b.data);
-    Blocked { blocks: a.blocks + b.blocks, h: a.h, w: a.w, data }
+    time(|| "nchwc join".into(), || Blocked::joined(&[a, b]))
 }
 
 impl BlockedNet {
