@@ -44,6 +44,10 @@ pub struct DetectorBench {
     /// after the timed iterations, so it does not slow them)
     #[arg(long)]
     pub profile: bool,
+    /// The same per-layer table (kind, shape, ms, GFLOP/s), to set beside
+    /// ONNX Runtime's own profile of the model
+    #[arg(long)]
+    pub layers: bool,
     /// Use candle's conv2d and silu (the reference path) instead of the fused fast path
     #[arg(long)]
     pub reference: bool,
@@ -51,6 +55,10 @@ pub struct DetectorBench {
     /// default) or `gemm` (the earlier im2col + GEMM path)
     #[arg(long, default_value = "blocked", value_parser = ["blocked", "gemm"])]
     pub conv: String,
+    /// The blocked path's micro-kernel: `auto` (the best this CPU has),
+    /// `avx512`, `avx2` or `generic` (a kernel the CPU lacks falls back)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "avx512", "avx2", "generic"])]
+    pub kernel: String,
 }
 
 pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
@@ -63,6 +71,15 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
 
     crate::detect::fastconv::set_enabled(!args.reference);
     crate::detect::model::set_blocked(args.conv == "blocked");
+    {
+        use crate::detect::fastconv::nchwc::{Kernel, force_kernel};
+        force_kernel(match args.kernel.as_str() {
+            "avx512" => Some(Kernel::Avx512),
+            "avx2" => Some(Kernel::Avx2),
+            "generic" => Some(Kernel::Generic),
+            _ => None,
+        });
+    }
     let config = crate::config::load(cli.config_path().as_deref())?.config;
     let store = ModelStore::open(&ModelStore::default_dir())?;
     let weights = store.resolve(args.model.as_deref().unwrap_or(&config.processing.detection.model))?;
@@ -94,7 +111,11 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
         args.size,
         args.batch,
         threads,
-        if args.reference { "reference" } else { "fast" },
+        match (args.reference, args.conv.as_str()) {
+            (true, _) => "reference".to_owned(),
+            (false, "blocked") => format!("fast (blocked, {:?})", crate::detect::fastconv::nchwc::kernel()),
+            (false, _) => "fast (im2col + GEMM)".to_owned(),
+        },
         times.len(),
         args.warmup
     );
@@ -102,7 +123,7 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
         println!("  per frame: median {:.1} ms", median / args.batch as f64);
     }
     println!("  min {:.1} ms  median {median:.1} ms  p90 {p90:.1} ms  max {:.1} ms", times[0], times[times.len() - 1]);
-    if args.profile {
+    if args.profile || args.layers {
         print_profile(&detector, &input, args.iterations.max(1))?;
     }
     println!("median_ms={median:.1} p90_ms={p90:.1} size={} threads={threads}", args.size);
@@ -130,15 +151,24 @@ fn print_profile(detector: &Detector, input: &candle_core::Tensor, iterations: u
         .collect();
     layers.sort_by(|a, b| b.2.total_cmp(&a.2));
     println!("profile: {total:.1} ms per forward pass");
-    println!("  {:>8} {:>6} {:>6}  layer", "ms", "%", "calls");
+    println!("  {:>8} {:>6} {:>6} {:>8}  layer", "ms", "%", "calls", "GFLOP/s");
     for (label, calls, ms) in &layers {
-        println!("  {ms:>8.2} {:>5.1}% {calls:>6}  {label}", ms * 100.0 / total);
+        // Blocked layers carry their work: `[12.3 MFLOP]` per call.
+        let gflops = label
+            .rsplit_once('[')
+            .and_then(|(_, tail)| tail.strip_suffix(" MFLOP]")?.parse::<f64>().ok())
+            .map(|mflop| format!("{:>8.1}", mflop * *calls as f64 / ms / 1000.0))
+            .unwrap_or_else(|| format!("{:>8}", ""));
+        println!("  {ms:>8.2} {:>5.1}% {calls:>6} {gflops}  {label}", ms * 100.0 / total);
     }
     let mut kinds: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
     // (Per-layer labels are kinds of their own unless grouped here.)
     for (label, _, ms) in &layers {
         let kind = match label.as_str() {
             l if l.starts_with("fused conv") => "fused conv + bias + silu (fast path)",
+            l if l.starts_with("nchwc conv 1x1") => "blocked conv 1x1",
+            l if l.starts_with("nchwc conv 3x3") && l.contains(" s2 ") => "blocked conv 3x3 stride 2",
+            l if l.starts_with("nchwc conv 3x3") => "blocked conv 3x3 stride 1",
             l if l.starts_with("conv 1x1") => "conv 1x1",
             l if l.starts_with("conv 3x3") && l.contains(" s2 ") => "conv 3x3 stride 2",
             l if l.starts_with("conv 3x3") => "conv 3x3 stride 1",

@@ -184,11 +184,7 @@ impl BlockedConv {
         if let Some(r) = residual {
             assert_eq!(r.len(), out.len(), "residual size");
         }
-        #[cfg(target_arch = "x86_64")]
-        let avx512 =
-            !GENERIC.load(std::sync::atomic::Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx512 = false;
+        let kernel = kernel();
         // Tasks: groups of up to 4 output blocks × one output row.
         let groups = ob.div_ceil(4);
         let out_ptr = SendPtr(out.as_mut_ptr());
@@ -196,7 +192,7 @@ impl BlockedConv {
             let (group, oy) = (task / oh, task % oh);
             let first = group * 4;
             let count = (ob - first).min(4);
-            let rows = Rows { conv: self, input, h, w, ow, ib, oy, first, count, out: out_ptr, oh, residual, avx512 };
+            let rows = Rows { conv: self, input, h, w, ow, ib, oy, first, count, out: out_ptr, oh, residual, kernel };
             dispatch(&rows);
         };
         let tasks = groups * oh;
@@ -229,21 +225,55 @@ struct Rows<'a> {
     count: usize,
     out: SendPtr,
     residual: Option<&'a [f32]>,
-    /// The interior runs the AVX-512 kernel.
-    avx512: bool,
+    kernel: Kernel,
+}
+
+/// The micro-kernels, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Avx512,
+    Avx2,
+    Generic,
+}
+
+/// 0: the best the CPU has; else a forced kernel (tests, benchmarks).
+static FORCED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Forces a kernel (`None`: the best the CPU has). A kernel the CPU lacks
+/// falls back to the next one down.
+pub fn force_kernel(kernel: Option<Kernel>) {
+    let code = match kernel {
+        None => 0,
+        Some(Kernel::Avx512) => 1,
+        Some(Kernel::Avx2) => 2,
+        Some(Kernel::Generic) => 3,
+    };
+    FORCED.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The kernel convolutions run with now.
+pub fn kernel() -> Kernel {
+    let forced = FORCED.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if forced <= 1 && std::arch::is_x86_feature_detected!("avx512f") {
+            return Kernel::Avx512;
+        }
+        if forced <= 2 && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Kernel::Avx2;
+        }
+    }
+    let _ = forced;
+    Kernel::Generic
 }
 
 fn dispatch(rows: &Rows) {
     #[cfg(target_arch = "x86_64")]
-    if !GENERIC.load(std::sync::atomic::Ordering::Relaxed) {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { rows_avx512(rows) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: as above.
-            return unsafe { rows_avx2(rows) };
-        }
+    match rows.kernel {
+        // SAFETY: `kernel()` chose these only where the CPU has the features.
+        Kernel::Avx512 => return unsafe { rows_avx512(rows) },
+        Kernel::Avx2 => return unsafe { rows_avx2(rows) },
+        Kernel::Generic => {}
     }
     rows_generic(rows);
 }
@@ -259,12 +289,6 @@ unsafe fn rows_avx512(rows: &Rows) {
 unsafe fn rows_avx2(rows: &Rows) {
     rows_generic(rows);
 }
-
-/// The baseline, for tests on any machine.
-pub fn force_generic(on: bool) {
-    GENERIC.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-static GENERIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[inline(always)]
 fn rows_generic(rows: &Rows) {
@@ -290,8 +314,32 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
     let (k, s, pad) = (c.k, c.stride, c.pad);
     let (lo, hi) = interior(r.w, r.ow, k, s, pad);
     #[cfg(target_arch = "x86_64")]
-    if r.avx512 {
-        // SAFETY: the CPU has AVX-512F (`avx512` is set only then); pixels
+    if r.kernel == Kernel::Avx2 {
+        // SAFETY: the CPU has AVX2 and FMA (the kernel is chosen only then);
+        // pixels outside `lo..hi` are checked tap by tap.
+        unsafe {
+            for block in 0..r.count {
+                for ox in 0..lo {
+                    avx2::tile::<1>(r, ox, block, true);
+                }
+                let mut ox = lo;
+                while ox + 6 <= hi {
+                    avx2::tile::<6>(r, ox, block, false);
+                    ox += 6;
+                }
+                for ox in ox..hi {
+                    avx2::tile::<1>(r, ox, block, false);
+                }
+                for ox in hi..r.ow {
+                    avx2::tile::<1>(r, ox, block, true);
+                }
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if r.kernel == Kernel::Avx512 {
+        // SAFETY: the CPU has AVX-512F (the kernel is chosen only then); pixels
         // outside `lo..hi` are checked tap by tap, those inside need not be.
         unsafe {
             for ox in 0..lo {
@@ -499,6 +547,100 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{B, Rows};
+    use std::arch::x86_64::*;
+
+    /// `e^x` as the crate's scalar `exp`, 8 lanes; `2^n` built in the exponent bits.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0)), _mm256_set1_ps(88.0));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+            x,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+        ));
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        )));
+        _mm256_mul_ps(p, scale)
+    }
+
+    /// One output block × `PX` pixels, each block as two 8-lane halves:
+    /// 2·`PX` accumulators, two weight registers and a broadcast.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `block < r.count`; unless `checked` (then
+    /// `PX` is 1 and taps outside the row are skipped) every tap of pixels
+    /// `ox..ox + PX` lies in `[0, w)`.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile<const PX: usize>(r: &Rows, ox: usize, block: usize, checked: bool) {
+        let c = r.conv;
+        let (k, s, pad, w, h) = (c.k, c.stride, c.pad, r.w, r.h);
+        let tap = B * B;
+        let ob = r.first + block;
+        let mut acc = [[_mm256_setzero_ps(); 2]; PX];
+        // SAFETY: as in the AVX-512 tile: weights, bias and input in bounds.
+        unsafe {
+            let bias = [_mm256_loadu_ps(c.bias.as_ptr().add(ob * B)), _mm256_loadu_ps(c.bias.as_ptr().add(ob * B + 8))];
+            for a in acc.iter_mut() {
+                *a = bias;
+            }
+            let weights = c.packed.as_ptr().add(ob * r.ib * k * k * tap);
+            for ky in 0..k {
+                let iy = (r.oy * s + ky) as isize - pad as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for ib in 0..r.ib {
+                    let line = r.input.as_ptr().add((ib * h + iy as usize) * w * B);
+                    for kx in 0..k {
+                        let ix = (ox * s + kx) as isize - pad as isize;
+                        if checked && (ix < 0 || ix >= w as isize) {
+                            continue;
+                        }
+                        let wp = weights.add(((ib * k + ky) * k + kx) * tap);
+                        let xp = line.offset(ix * B as isize);
+                        for ci in 0..B {
+                            let lo = _mm256_loadu_ps(wp.add(ci * B));
+                            let hi = _mm256_loadu_ps(wp.add(ci * B + 8));
+                            for p in 0..PX {
+                                let x = _mm256_broadcast_ss(&*xp.add(p * s * B + ci));
+                                acc[p][0] = _mm256_fmadd_ps(lo, x, acc[p][0]);
+                                acc[p][1] = _mm256_fmadd_ps(hi, x, acc[p][1]);
+                            }
+                        }
+                    }
+                }
+            }
+            let one = _mm256_set1_ps(1.0);
+            for (p, halves) in acc.iter().enumerate() {
+                let at = ((ob * r.oh + r.oy) * r.ow + ox + p) * B;
+                for (half, v) in halves.iter().enumerate() {
+                    let mut v = *v;
+                    if c.silu {
+                        let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), v));
+                        v = _mm256_div_ps(v, _mm256_add_ps(one, e));
+                    }
+                    if let Some(res) = r.residual {
+                        v = _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr().add(at + 8 * half)));
+                    }
+                    _mm256_storeu_ps(r.out.0.add(at + 8 * half), v);
+                }
+            }
+        }
+    }
+}
+
 /// Runs `f` compiled for AVX-512F or AVX2 when the CPU has them: the
 /// lane loops of pooling and upsampling then vectorise 16 wide.
 #[inline(always)]
@@ -640,8 +782,8 @@ mod tests {
         out
     }
 
-    fn check(generic: bool) {
-        force_generic(generic);
+    fn check(kernel: Kernel) {
+        force_kernel(Some(kernel));
         // (c_in, c_out, k, stride, h, w): YOLOv8's kinds, odd sizes, 1 to 5 output blocks.
         for (i, &(c_in, c_out, k, s, h, w)) in [
             (3, 16, 3, 2, 33, 40),
@@ -676,15 +818,16 @@ mod tests {
                 assert!(with.data.iter().zip(&sum).all(|(a, b)| (a - b).abs() <= 1e-5), "kind {i} residual");
             }
         }
-        force_generic(false);
+        force_kernel(None);
     }
 
+    /// Every kernel this machine can run (a forced kernel the CPU lacks
+    /// falls back to the next one down, so each is at least the baseline).
     #[test]
-    fn agrees_with_the_definition_on_every_kind_of_layer() {
-        check(false);
-        // The baseline build of the same kernel, which machines without
-        // AVX2 run.
-        check(true);
+    fn every_kernel_agrees_with_the_definition_on_every_kind_of_layer() {
+        for kernel in [Kernel::Avx512, Kernel::Avx2, Kernel::Generic] {
+            check(kernel);
+        }
     }
 
     #[test]
