@@ -155,8 +155,16 @@ impl BlockedNet {
     /// One image, NCHW `[3, h, w]` in `[0, 1]`, to the head's raw outputs
     /// per scale: `[4·16 + classes, h·w]` row-major, with the scale's size.
     pub fn forward(&self, image: &[f32], h: usize, w: usize) -> Vec<(Vec<f32>, usize, usize)> {
-        let x = time(|| "nchwc input layout".into(), || Blocked::from_nchw(image, 3, h, w));
-        let x = apply(&self.stem[1], &apply(&self.stem[0], &x));
+        // The first layer reads the frame as it is (NCHW, 3 channels).
+        let stem = &self.stem[0];
+        let (sh, sw) = stem.out_size(h, w);
+        let mut x = Blocked::zeros(stem.c_out, sh, sw);
+        let flops = stem.flops(h, w);
+        time(
+            || format!("{} from NCHW [{:.1} MFLOP]", label(stem, h, w), flops / 1e6),
+            || stem.forward_nchw(image, h, w, &mut x.data),
+        );
+        let x = apply(&self.stem[1], &x);
         let p3 = self.b2.2.forward(&apply(&self.b2.1, &self.b2.0.forward(&x)));
         let p4 = self.b3.1.forward(&apply(&self.b3.0, &p3));
         let p5 = self.sppf.forward(&self.b4.1.forward(&apply(&self.b4.0, &p4)));

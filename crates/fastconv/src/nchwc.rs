@@ -177,9 +177,23 @@ impl BlockedConv {
     /// input's first `c_in / 16` blocks from `input` (`h × w`). With
     /// `residual`, a tensor of the output's shape is added after the SiLU.
     pub fn forward(&self, input: &[f32], h: usize, w: usize, out: &mut [f32], residual: Option<&[f32]>) {
+        let ib = self.c_in.div_ceil(B);
+        assert!(input.len() >= ib * h * w * B, "input too short");
+        let layout = InLayout { plane: h * w * B, row: w * B, pixel: B, channel: 1, lanes: B };
+        self.run(input, layout, h, w, out, residual);
+    }
+
+    /// The same from an NCHW input of at most 16 channels (the first
+    /// layer: RGB read as it is, no padded copy of the frame).
+    pub fn forward_nchw(&self, input: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        assert!(self.c_in <= B && input.len() >= self.c_in * h * w, "NCHW input of up to 16 channels");
+        let layout = InLayout { plane: 0, row: w, pixel: 1, channel: h * w, lanes: self.c_in };
+        self.run(input, layout, h, w, out, None);
+    }
+
+    fn run(&self, input: &[f32], layout: InLayout, h: usize, w: usize, out: &mut [f32], residual: Option<&[f32]>) {
         let (oh, ow) = self.out_size(h, w);
         let (ib, ob) = (self.c_in.div_ceil(B), self.c_out.div_ceil(B));
-        assert!(input.len() >= ib * h * w * B, "input too short");
         assert_eq!(out.len(), ob * oh * ow * B, "output size");
         if let Some(r) = residual {
             assert_eq!(r.len(), out.len(), "residual size");
@@ -192,7 +206,8 @@ impl BlockedConv {
             let (group, oy) = (task / oh, task % oh);
             let first = group * 4;
             let count = (ob - first).min(4);
-            let rows = Rows { conv: self, input, h, w, ow, ib, oy, first, count, out: out_ptr, oh, residual, kernel };
+            let rows =
+                Rows { conv: self, input, h, w, ow, ib, oy, first, count, out: out_ptr, oh, residual, kernel, layout };
             dispatch(&rows);
         };
         let tasks = groups * oh;
@@ -226,6 +241,18 @@ struct Rows<'a> {
     out: SendPtr,
     residual: Option<&'a [f32]>,
     kernel: Kernel,
+    layout: InLayout,
+}
+
+/// Where input value (channel `ib·16 + ci`, row `iy`, column `ix`) is:
+/// `ib·plane + iy·row + ix·pixel + ci·channel`, for `ci < lanes`.
+#[derive(Clone, Copy)]
+struct InLayout {
+    plane: usize,
+    row: usize,
+    pixel: usize,
+    channel: usize,
+    lanes: usize,
 }
 
 /// The micro-kernels, best first.
@@ -396,9 +423,9 @@ fn tile<const OB: usize, const PX: usize>(r: &Rows, ox: usize, checked: bool) {
             continue;
         }
         let iy = iy as usize;
+        let l = r.layout;
         for ib in 0..r.ib {
-            let plane = &r.input[ib * h * w * B..(ib + 1) * h * w * B];
-            let line = &plane[iy * w * B..(iy + 1) * w * B];
+            let line = &r.input[ib * l.plane + iy * l.row..];
             for kx in 0..k {
                 let weights = &c.packed[r.first * ob_stride + ((ib * k + ky) * k + kx) * tap_stride..];
                 if checked {
@@ -409,13 +436,13 @@ fn tile<const OB: usize, const PX: usize>(r: &Rows, ox: usize, checked: bool) {
                     }
                 }
                 let x0 = (ox * s + kx).wrapping_sub(pad);
-                for ci in 0..B {
+                for ci in 0..l.lanes {
                     let mut wv = [[0f32; B]; OB];
                     for (b, v) in wv.iter_mut().enumerate() {
                         v.copy_from_slice(&weights[b * ob_stride + ci * B..b * ob_stride + ci * B + B]);
                     }
                     for p in 0..PX {
-                        let x = line[(x0 + p * s) * B + ci];
+                        let x = line[(x0 + p * s) * l.pixel + ci * l.channel];
                         for b in 0..OB {
                             for lane in 0..B {
                                 acc[b][p][lane] = wv[b][lane].mul_add(x, acc[b][p][lane]);
@@ -504,22 +531,23 @@ mod avx512 {
                 if iy < 0 || iy >= h as isize {
                     continue;
                 }
+                let l = r.layout;
                 for ib in 0..r.ib {
-                    let line = r.input.as_ptr().add((ib * h + iy as usize) * w * B);
+                    let line = r.input.as_ptr().add(ib * l.plane + iy as usize * l.row);
                     for kx in 0..k {
                         let ix = (ox * s + kx) as isize - pad as isize;
                         if checked && (ix < 0 || ix >= w as isize) {
                             continue;
                         }
                         let wp = weights.add(((ib * k + ky) * k + kx) * tap);
-                        let xp = line.offset(ix * B as isize);
-                        for ci in 0..B {
+                        let xp = line.offset(ix * l.pixel as isize);
+                        for ci in 0..l.lanes {
                             let mut wv = [_mm512_setzero_ps(); OB];
                             for (b, v) in wv.iter_mut().enumerate() {
                                 *v = _mm512_loadu_ps(wp.add(b * ob_stride + ci * B));
                             }
                             for p in 0..PX {
-                                let x = _mm512_set1_ps(*xp.add(p * s * B + ci));
+                                let x = _mm512_set1_ps(*xp.add(p * s * l.pixel + ci * l.channel));
                                 for b in 0..OB {
                                     acc[b][p] = _mm512_fmadd_ps(wv[b], x, acc[b][p]);
                                 }
@@ -601,20 +629,21 @@ mod avx2 {
                 if iy < 0 || iy >= h as isize {
                     continue;
                 }
+                let l = r.layout;
                 for ib in 0..r.ib {
-                    let line = r.input.as_ptr().add((ib * h + iy as usize) * w * B);
+                    let line = r.input.as_ptr().add(ib * l.plane + iy as usize * l.row);
                     for kx in 0..k {
                         let ix = (ox * s + kx) as isize - pad as isize;
                         if checked && (ix < 0 || ix >= w as isize) {
                             continue;
                         }
                         let wp = weights.add(((ib * k + ky) * k + kx) * tap);
-                        let xp = line.offset(ix * B as isize);
-                        for ci in 0..B {
+                        let xp = line.offset(ix * l.pixel as isize);
+                        for ci in 0..l.lanes {
                             let lo = _mm256_loadu_ps(wp.add(ci * B));
                             let hi = _mm256_loadu_ps(wp.add(ci * B + 8));
                             for p in 0..PX {
-                                let x = _mm256_broadcast_ss(&*xp.add(p * s * B + ci));
+                                let x = _mm256_broadcast_ss(&*xp.add(p * s * l.pixel + ci * l.channel));
                                 acc[p][0] = _mm256_fmadd_ps(lo, x, acc[p][0]);
                                 acc[p][1] = _mm256_fmadd_ps(hi, x, acc[p][1]);
                             }
@@ -810,6 +839,12 @@ mod tests {
                 let got = out.to_nchw(c_out);
                 let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
                 assert!(worst <= 1e-4, "kind {i} silu {silu}: max |diff| {worst}");
+                if c_in <= B {
+                    // Straight from NCHW, as the first layer reads the frame.
+                    let mut direct = Blocked::zeros(c_out, oh, ow);
+                    conv.forward_nchw(&x, h, w, &mut direct.data);
+                    assert_eq!(direct.data, out.data, "kind {i} from NCHW");
+                }
                 // With a residual: the same plus the residual.
                 let residual = Blocked::from_nchw(&random(c_out * oh * ow, 5), c_out, oh, ow);
                 let mut with = Blocked::zeros(c_out, oh, ow);
