@@ -29,7 +29,7 @@ fn run(conv: &BlockedConv, input: &[f32], h: usize, w: usize, out: &mut [f32], r
 
 fn apply(conv: &BlockedConv, x: &Blocked) -> Blocked {
     let (oh, ow) = conv.out_size(x.h, x.w);
-    let mut out = Blocked::zeros(conv.c_out, oh, ow);
+    let mut out = Blocked::for_overwrite(conv.c_out, oh, ow);
     run(conv, &x.data, x.h, x.w, &mut out.data, None);
     out
 }
@@ -69,9 +69,9 @@ impl C2fB {
         let n = self.bottlenecks.len();
         let chunk = hidden / B * h * w * B;
         // cv1's two halves, then each bottleneck's output: cv2's input.
-        let mut joined = Blocked::zeros((2 + n) * hidden, h, w);
+        let mut joined = Blocked::for_overwrite((2 + n) * hidden, h, w);
         run(&self.cv1, &x.data, h, w, &mut joined.data[..2 * chunk], None);
-        let mut inner = Blocked::zeros(hidden, h, w);
+        let mut inner = Blocked::for_overwrite(hidden, h, w);
         for (i, b) in self.bottlenecks.iter().enumerate() {
             let (done, rest) = joined.data.split_at_mut((2 + i) * chunk);
             let last = &done[(1 + i) * chunk..];
@@ -93,7 +93,7 @@ impl SppfB {
         let hidden = self.cv1.c_out;
         let (h, w) = (x.h, x.w);
         let chunk = hidden / B * h * w * B;
-        let mut joined = Blocked::zeros(4 * hidden, h, w);
+        let mut joined = Blocked::for_overwrite(4 * hidden, h, w);
         run(&self.cv1, &x.data, h, w, &mut joined.data[..chunk], None);
         time(
             || "nchwc SPPF pools".into(),
@@ -138,7 +138,7 @@ fn up_and_join(a: &Blocked, b: &Blocked) -> Blocked {
     time(
         || "nchwc upsample and join".into(),
         || {
-            let mut joined = Blocked::zeros((a.blocks + b.blocks) * B, b.h, b.w);
+            let mut joined = Blocked::for_overwrite((a.blocks + b.blocks) * B, b.h, b.w);
             let split = a.blocks * b.plane_len();
             upsample2(&a.data, a.blocks, a.h, a.w, &mut joined.data[..split]);
             joined.data[split..].copy_from_slice(&b.data);
@@ -158,7 +158,7 @@ impl BlockedNet {
         // The first layer reads the frame as it is (NCHW, 3 channels).
         let stem = &self.stem[0];
         let (sh, sw) = stem.out_size(h, w);
-        let mut x = Blocked::zeros(stem.c_out, sh, sw);
+        let mut x = Blocked::for_overwrite(stem.c_out, sh, sw);
         let flops = stem.flops(h, w);
         time(
             || format!("{} from NCHW [{:.1} MFLOP]", label(stem, h, w), flops / 1e6),
@@ -178,7 +178,7 @@ impl BlockedNet {
             .enumerate()
             .map(|(i, x)| {
                 let (bx, sc) = (&self.boxes[i], &self.scores[i]);
-                let mut out = Blocked::zeros(bx.out.c_out + sc.out.c_out, x.h, x.w);
+                let mut out = Blocked::for_overwrite(bx.out.c_out + sc.out.c_out, x.h, x.w);
                 let split = bx.out.c_out / B * x.plane_len();
                 for (branch, dst) in [(bx, 0..split), (sc, split..out.data.len())] {
                     let hidden = apply(&branch.c2, &apply(&branch.c1, x));

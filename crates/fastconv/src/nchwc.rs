@@ -38,6 +38,27 @@ thread_local! {
     static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// A buffer of `len` values whose contents are stale (every one will be
+/// written), from this thread's pool when it has one.
+fn buffer_for_overwrite(len: usize) -> Vec<f32> {
+    let reused = POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let best = pool.iter().enumerate().filter(|(_, v)| v.capacity() >= len).min_by_key(|(_, v)| v.capacity());
+        best.map(|(i, _)| i).map(|i| pool.swap_remove(i))
+    });
+    match reused {
+        Some(mut v) => {
+            if v.len() >= len {
+                v.truncate(len);
+            } else {
+                v.resize(len, 0.0);
+            }
+            v
+        }
+        None => vec![0.0; len],
+    }
+}
+
 /// A zeroed buffer of `len` values, from this thread's pool when it has one.
 fn buffer(len: usize) -> Vec<f32> {
     let reused = POOL.with(|pool| {
@@ -77,11 +98,17 @@ impl Blocked {
         Self { blocks, h, w, data: buffer(blocks * h * w * B) }
     }
 
+    /// A buffer for an output that will be written whole: not zeroed.
+    pub fn for_overwrite(channels: usize, h: usize, w: usize) -> Self {
+        let blocks = channels.div_ceil(B);
+        Self { blocks, h, w, data: buffer_for_overwrite(blocks * h * w * B) }
+    }
+
     /// `blocks` planes made of `parts`' blocks in order (a concatenation).
     pub fn joined(parts: &[&Blocked]) -> Self {
         let (h, w) = (parts[0].h, parts[0].w);
         let blocks = parts.iter().map(|p| p.blocks).sum::<usize>();
-        let mut out = Self::zeros(blocks * B, h, w);
+        let mut out = Self::for_overwrite(blocks * B, h, w);
         let mut at = 0;
         for part in parts {
             out.data[at..at + part.data.len()].copy_from_slice(&part.data);
@@ -710,7 +737,7 @@ pub fn max_pool(input: &[f32], blocks: usize, h: usize, w: usize, k: usize, out:
     let plane = h * w * B;
     out.par_chunks_mut(plane).zip(input.par_chunks(plane)).take(blocks).for_each(|(dst, src)| {
         wide(|| {
-            let mut rows = buffer(plane);
+            let mut rows = buffer_for_overwrite(plane);
             for y in 0..h {
                 for x in 0..w {
                     let at = (y * w + x) * B;
