@@ -361,49 +361,52 @@ fn incoming(link: &mut Link, controls: &Controls, topic: &str, payload: &[u8]) {
                 send_now(link, &mut later, message);
             }
         }
-    } else if let Some(camera) =
-        topic.strip_prefix(&format!("{prefix}/")).and_then(|rest| rest.strip_suffix("/detect/set"))
-    {
-        if !link.config.cameras.iter().any(|c| c.id == camera) {
-            tracing::warn!(topic, "mqtt: no such camera");
+    } else if let Some(switch) = switch_for(&prefix, topic) {
+        let known = match &switch {
+            Switch::Detect(camera) => link.config.cameras.iter().any(|c| &c.id == camera),
+            Switch::Rule(rule) => link.config.alert_rules.iter().any(|r| &r.name == rule),
+        };
+        if !known {
+            tracing::warn!(topic, "mqtt: no such camera or rule");
             return;
         }
         let Some(on) = parse_switch(&text) else {
             tracing::warn!(topic, "mqtt: expected ON or OFF");
             return;
         };
-        if let Err(e) = controls.set_detect(camera, on) {
-            tracing::error!(camera, "cannot save the detection switch: {e}");
+        let (saved, state_topic, shown) = match &switch {
+            Switch::Detect(camera) => (controls.set_detect(camera, on), format!("{prefix}/{camera}/detect/state"), on),
+            Switch::Rule(rule) => {
+                // A rule the config disables stays off whatever MQTT says.
+                let enabled = link.config.alert_rules.iter().any(|r| &r.name == rule && r.enabled);
+                (controls.set_rule(rule, on), format!("{prefix}/rules/{rule}/enabled/state"), on && enabled)
+            }
+        };
+        if let Err(e) = saved {
+            tracing::error!(topic, "cannot save the switch: {e}");
         }
-        tracing::info!(camera, detect = on_off(on), "detection switched over MQTT");
-        let state =
-            Message { topic: format!("{prefix}/{camera}/detect/state"), payload: on_off(on).into(), retain: true };
-        send_now(link, &mut later, state);
-    } else if let Some(rule) =
-        topic.strip_prefix(&format!("{prefix}/rules/")).and_then(|rest| rest.strip_suffix("/enabled/set"))
-    {
-        let Some(configured) = link.config.alert_rules.iter().find(|r| r.name == rule) else {
-            tracing::warn!(topic, "mqtt: no such rule");
-            return;
-        };
-        let Some(on) = parse_switch(&text) else {
-            tracing::warn!(topic, "mqtt: expected ON or OFF");
-            return;
-        };
-        if let Err(e) = controls.set_rule(rule, on) {
-            tracing::error!(rule, "cannot save the rule switch: {e}");
-        }
-        tracing::info!(rule, enabled = on_off(on), "rule switched over MQTT");
-        let state = Message {
-            topic: format!("{prefix}/rules/{rule}/enabled/state"),
-            payload: on_off(on && configured.enabled).into(),
-            retain: true,
-        };
-        send_now(link, &mut later, state);
+        tracing::info!(topic, state = on_off(on), "switched over MQTT");
+        send_now(link, &mut later, Message { topic: state_topic, payload: on_off(shown).into(), retain: true });
     }
     if !later.is_empty() {
         tracing::warn!(count = later.len(), "mqtt: answers did not fit the client queue");
     }
+}
+
+/// What a `.../set` topic switches.
+enum Switch {
+    Detect(String),
+    Rule(String),
+}
+
+/// `<prefix>/<camera>/detect/set` or `<prefix>/rules/<rule>/enabled/set`.
+fn switch_for(prefix: &str, topic: &str) -> Option<Switch> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    if let Some(rule) = rest.strip_prefix("rules/").and_then(|r| r.strip_suffix("/enabled/set")) {
+        return Some(Switch::Rule(rule.to_owned()));
+    }
+    let camera = rest.strip_suffix("/detect/set")?;
+    (!camera.contains('/')).then(|| Switch::Detect(camera.to_owned()))
 }
 
 fn parse_switch(text: &str) -> Option<bool> {
@@ -451,5 +454,30 @@ fn tick(link: &mut Link, args: &MqttArgs) {
             .collect();
         let stats = link.rates.stats(now, &totals, &details);
         args.bus.publish("stats", stats.to_string(), false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_topics_name_a_camera_or_a_rule_and_nothing_else() {
+        let detect = |t| matches!(switch_for("cctv", t), Some(Switch::Detect(c)) if c == "door");
+        let rule = |t| matches!(switch_for("cctv", t), Some(Switch::Rule(r)) if r == "night");
+        assert!(detect("cctv/door/detect/set"));
+        assert!(rule("cctv/rules/night/enabled/set"));
+        for other in [
+            "cctv/door/detect/state",
+            "cctv/a/b/detect/set",
+            "other/door/detect/set",
+            "cctvx/door/detect/set",
+            "cctv/available",
+        ] {
+            assert!(switch_for("cctv", other).is_none(), "{other}");
+        }
+        assert_eq!(parse_switch("ON"), Some(true));
+        assert_eq!(parse_switch("OFF"), Some(false));
+        assert_eq!(parse_switch("maybe"), None);
     }
 }

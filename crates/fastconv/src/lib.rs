@@ -384,6 +384,20 @@ fn exp(x: f32) -> f32 {
     p * scale
 }
 
+/// Values in [-1, 1] from a xorshift seeded with `seed`, for tests.
+#[cfg(test)]
+pub(crate) fn random_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,16 +422,7 @@ mod tests {
     }
 
     fn random(shape: &[usize], seed: u64) -> Tensor {
-        let mut state = seed | 1;
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect();
+        let values = random_values(shape.iter().product(), seed);
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
     }
 

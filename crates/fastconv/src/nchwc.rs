@@ -784,17 +784,7 @@ pub fn upsample2(input: &[f32], blocks: usize, h: usize, w: usize, out: &mut [f3
 mod tests {
     use super::*;
 
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::random_values as random;
 
     /// The plain definition, NCHW.
     #[allow(clippy::too_many_arguments)]
