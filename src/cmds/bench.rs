@@ -157,7 +157,7 @@ fn print_profile(detector: &Detector, input: &candle_core::Tensor, iterations: u
         let gflops = label
             .rsplit_once('[')
             .and_then(|(_, tail)| tail.strip_suffix(" MFLOP]")?.parse::<f64>().ok())
-            .map(|mflop| format!("{:>8.1}", mflop * *calls as f64 / ms / 1000.0))
+            .map(|mflop| format!("{:>8.1}", mflop * *calls as f64 / ms))
             .unwrap_or_else(|| format!("{:>8}", ""));
         println!("  {ms:>8.2} {:>5.1}% {calls:>6} {gflops}  {label}", ms * 100.0 / total);
     }

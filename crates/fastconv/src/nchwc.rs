@@ -404,6 +404,16 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
                 avx512::tile::<OB, PX>(r, ox, false);
                 ox += PX;
             }
+            // What is left of the interior in wide steps too: a lone pixel
+            // loads every weight for one broadcast.
+            if ox + 4 <= hi {
+                avx512::tile::<OB, 4>(r, ox, false);
+                ox += 4;
+            }
+            if ox + 2 <= hi {
+                avx512::tile::<OB, 2>(r, ox, false);
+                ox += 2;
+            }
             for ox in ox..hi {
                 avx512::tile::<OB, 1>(r, ox, false);
             }
