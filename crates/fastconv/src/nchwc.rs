@@ -227,12 +227,16 @@ impl BlockedConv {
         }
         let kernel = kernel();
         // Tasks: groups of up to 4 output blocks × one output row.
-        let groups = ob.div_ceil(4);
+        // Deep inputs (8+ blocks: layers on small maps) re-read a large
+        // weight panel for every tile; two output blocks × 12 pixels read it
+        // a quarter as often per pixel as four blocks × 6.
+        let per_group = if kernel == Kernel::Avx512 && ib >= DEEP_INPUT_BLOCKS { DEEP_GROUP } else { 4 };
+        let groups = ob.div_ceil(per_group);
         let out_ptr = SendPtr(out.as_mut_ptr());
         let run = |task: usize| {
             let (group, oy) = (task / oh, task % oh);
-            let first = group * 4;
-            let count = (ob - first).min(4);
+            let first = group * per_group;
+            let count = (ob - first).min(per_group);
             let rows =
                 Rows { conv: self, input, h, w, ow, ib, oy, first, count, out: out_ptr, oh, residual, kernel, layout };
             dispatch(&rows);
@@ -245,6 +249,11 @@ impl BlockedConv {
         }
     }
 }
+
+/// Input blocks from which a layer counts as deep (see `run`), and the
+/// output blocks per task then.
+const DEEP_INPUT_BLOCKS: usize = 8;
+const DEEP_GROUP: usize = 2;
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -387,6 +396,43 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
                 for ox in hi..r.ow {
                     avx2::tile::<1>(r, ox, block, true);
                 }
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if r.kernel == Kernel::Avx512 && OB == 1 {
+        // SAFETY: as below; one output block, up to 24 pixels in registers.
+        unsafe {
+            for ox in 0..lo {
+                avx512::tile::<1, 1>(r, ox, true);
+            }
+            let mut ox = lo;
+            while ox + 24 <= hi {
+                avx512::tile::<1, 24>(r, ox, false);
+                ox += 24;
+            }
+            if ox + 16 <= hi {
+                avx512::tile::<1, 16>(r, ox, false);
+                ox += 16;
+            }
+            if ox + 8 <= hi {
+                avx512::tile::<1, 8>(r, ox, false);
+                ox += 8;
+            }
+            if ox + 4 <= hi {
+                avx512::tile::<1, 4>(r, ox, false);
+                ox += 4;
+            }
+            if ox + 2 <= hi {
+                avx512::tile::<1, 2>(r, ox, false);
+                ox += 2;
+            }
+            for ox in ox..hi {
+                avx512::tile::<1, 1>(r, ox, false);
+            }
+            for ox in hi..r.ow {
+                avx512::tile::<1, 1>(r, ox, true);
             }
         }
         return;
@@ -849,6 +895,9 @@ mod tests {
             (16, 16, 3, 1, 1, 1),
             (64, 80, 3, 1, 5, 9),
             (64, 48, 1, 1, 3, 30),
+            // Deep inputs: one output block per task, wide tiles.
+            (128, 32, 3, 1, 7, 45),
+            (256, 48, 1, 1, 4, 43),
         ]
         .iter()
         .enumerate()
