@@ -112,10 +112,10 @@ impl Subscriber {
                         payload: p.payload.to_vec(),
                         retained: p.retain,
                     }),
-                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                     Ok(_) => {}
                     // The tests restart the broker: keep trying, slowly.
-                    Err(_) if stopped.load(std::sync::atomic::Ordering::SeqCst) => return,
+                    Err(_) if stopped.load(std::sync::atomic::Ordering::SeqCst) => break,
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
             }
