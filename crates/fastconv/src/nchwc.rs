@@ -33,44 +33,43 @@ pub struct Blocked {
 /// thread: a forward pass allocates the same sizes every frame, and taking
 /// them back saves the allocator's work, the page faults of fresh memory,
 /// and the heap fragmentation of tens of megabytes churned per frame.
-const POOL_KEEP: usize = 96;
+/// Reuse is by exact size, so the pool settles at one frame's working set
+/// and never drifts upwards (a buffer lent to a smaller use would make the
+/// next large one allocate afresh); it is capped in bytes per thread.
+const POOL_BYTES: usize = 256 << 20;
+
+#[derive(Default)]
+struct Pool {
+    by_len: std::collections::HashMap<usize, Vec<Vec<f32>>>,
+    bytes: usize,
+}
+
 thread_local! {
-    static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static POOL: std::cell::RefCell<Pool> = std::cell::RefCell::new(Pool::default());
+}
+
+/// A buffer of exactly `len` values with stale contents, when this thread's
+/// pool has one.
+fn pooled(len: usize) -> Option<Vec<f32>> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let v = pool.by_len.get_mut(&len)?.pop()?;
+        pool.bytes -= v.capacity() * 4;
+        Some(v)
+    })
 }
 
 /// A buffer of `len` values whose contents are stale (every one will be
 /// written), from this thread's pool when it has one.
 fn buffer_for_overwrite(len: usize) -> Vec<f32> {
-    let reused = POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let best = pool.iter().enumerate().filter(|(_, v)| v.capacity() >= len).min_by_key(|(_, v)| v.capacity());
-        best.map(|(i, _)| i).map(|i| pool.swap_remove(i))
-    });
-    match reused {
-        Some(mut v) => {
-            if v.len() >= len {
-                v.truncate(len);
-            } else {
-                v.resize(len, 0.0);
-            }
-            v
-        }
-        None => vec![0.0; len],
-    }
+    pooled(len).unwrap_or_else(|| vec![0.0; len])
 }
 
 /// A zeroed buffer of `len` values, from this thread's pool when it has one.
 fn buffer(len: usize) -> Vec<f32> {
-    let reused = POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        // The smallest buffer that fits, so large ones stay for large layers.
-        let best = pool.iter().enumerate().filter(|(_, v)| v.capacity() >= len).min_by_key(|(_, v)| v.capacity());
-        best.map(|(i, _)| i).map(|i| pool.swap_remove(i))
-    });
-    match reused {
+    match pooled(len) {
         Some(mut v) => {
-            v.clear();
-            v.resize(len, 0.0);
+            v.fill(0.0);
             v
         }
         None => vec![0.0; len],
@@ -80,13 +79,15 @@ fn buffer(len: usize) -> Vec<f32> {
 impl Drop for Blocked {
     fn drop(&mut self) {
         let data = std::mem::take(&mut self.data);
-        if data.capacity() == 0 {
+        if data.is_empty() {
             return;
         }
         POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
-            if pool.len() < POOL_KEEP {
-                pool.push(data);
+            let bytes = data.capacity() * 4;
+            if pool.bytes + bytes <= POOL_BYTES {
+                pool.bytes += bytes;
+                pool.by_len.entry(data.len()).or_default().push(data);
             }
         });
     }
@@ -233,15 +234,35 @@ impl BlockedConv {
         let per_group = if kernel == Kernel::Avx512 && ib >= DEEP_INPUT_BLOCKS { DEEP_GROUP } else { 4 };
         let groups = ob.div_ceil(per_group);
         let out_ptr = SendPtr(out.as_mut_ptr());
+        // Rows per task: enough pixels that a task outweighs its scheduling
+        // on small maps (a 10-pixel row is a few microseconds of work).
+        let band = (MIN_TASK_PIXELS / ow.max(1)).clamp(1, oh.max(1));
+        let bands = oh.div_ceil(band);
         let run = |task: usize| {
-            let (group, oy) = (task / oh, task % oh);
+            let (group, first_row) = (task / bands, task % bands * band);
             let first = group * per_group;
             let count = (ob - first).min(per_group);
-            let rows =
-                Rows { conv: self, input, h, w, ow, ib, oy, first, count, out: out_ptr, oh, residual, kernel, layout };
-            dispatch(&rows);
+            for oy in first_row..(first_row + band).min(oh) {
+                let rows = Rows {
+                    conv: self,
+                    input,
+                    h,
+                    w,
+                    ow,
+                    ib,
+                    oy,
+                    first,
+                    count,
+                    out: out_ptr,
+                    oh,
+                    residual,
+                    kernel,
+                    layout,
+                };
+                dispatch(&rows);
+            }
         };
-        let tasks = groups * oh;
+        let tasks = groups * bands;
         if rayon::current_num_threads() > 1 && tasks > 1 {
             (0..tasks).into_par_iter().for_each(run);
         } else {
@@ -254,6 +275,8 @@ impl BlockedConv {
 /// output blocks per task then.
 const DEEP_INPUT_BLOCKS: usize = 8;
 const DEEP_GROUP: usize = 2;
+/// Output pixels a task covers at least (whole rows).
+const MIN_TASK_PIXELS: usize = 64;
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -938,6 +961,30 @@ mod tests {
     fn every_kernel_agrees_with_the_definition_on_every_kind_of_layer() {
         for kernel in [Kernel::Avx512, Kernel::Avx2, Kernel::Generic] {
             check(kernel);
+        }
+    }
+
+    /// The pool settles at one frame's working set: the same sizes, frame
+    /// after frame, reuse the same buffers and the pool does not grow.
+    #[test]
+    fn the_buffer_pool_reuses_by_exact_size_and_settles() {
+        let pooled_bytes = || POOL.with(|p| p.borrow().bytes);
+        let frame = || {
+            let a = Blocked::for_overwrite(32, 40, 40);
+            let b = Blocked::zeros(16, 80, 80);
+            let c = Blocked::for_overwrite(32, 20, 20);
+            drop(a);
+            let d = Blocked::for_overwrite(32, 40, 40);
+            assert!(b.data.iter().all(|v| *v == 0.0), "zeros() is zeroed even when reused");
+            (b, c, d)
+        };
+        drop(frame());
+        let settled = pooled_bytes();
+        for _ in 0..10 {
+            let mut kept = frame();
+            kept.0.data.fill(7.0);
+            drop(kept);
+            assert_eq!(pooled_bytes(), settled);
         }
     }
 
