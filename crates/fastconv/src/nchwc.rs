@@ -918,7 +918,7 @@ mod tests {
             (16, 16, 3, 1, 1, 1),
             (64, 80, 3, 1, 5, 9),
             (64, 48, 1, 1, 3, 30),
-            // Deep inputs: one output block per task, wide tiles.
+            // Deep inputs (8+ blocks): two output blocks x 12 pixels per tile.
             (128, 32, 3, 1, 7, 45),
             (256, 48, 1, 1, 4, 43),
         ]
