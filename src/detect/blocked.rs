@@ -8,7 +8,7 @@
 //! every layer's channels come in whole blocks (all YOLOv8 sizes do); the
 //! candle path stays as the reference.
 
-use super::fastconv::nchwc::{B, Blocked, BlockedConv, max_pool, upsample2};
+use super::fastconv::nchwc::{B, Blocked, BlockedConv, LentPool, Pool, max_pool, upsample2};
 use super::profile::time;
 
 /// A layer's name in the profile: kind, shape and FLOPs, as `bench --layers` prints it.
@@ -131,6 +131,9 @@ pub(super) struct BlockedNet {
     pub scores: Vec<BranchB>,
     pub dfl: Vec<f32>,
     pub classes: usize,
+    /// Activation buffers of finished passes, one pool per pass that ran
+    /// at the same time (see `LentPool`).
+    pub pools: std::sync::Mutex<Vec<Pool>>,
 }
 
 /// `[up(a), b]` along channels, into one buffer.
@@ -155,6 +158,9 @@ impl BlockedNet {
     /// One image, NCHW `[3, h, w]` in `[0, 1]`, to the head's raw outputs
     /// per scale: `[4·16 + classes, h·w]` row-major, with the scale's size.
     pub fn forward(&self, image: &[f32], h: usize, w: usize) -> Vec<(Vec<f32>, usize, usize)> {
+        // Activation buffers come from this net's pools, whichever thread
+        // runs the pass; declared first, so it is dropped last.
+        let _pool = LentPool::lend(&self.pools);
         // The first layer reads the frame as it is (NCHW, 3 channels).
         let stem = &self.stem[0];
         let (sh, sw) = stem.out_size(h, w);

@@ -563,6 +563,7 @@ impl YoloV8 {
             scores: self.head.scores.iter().map(branch).collect::<Option<_>>()?,
             dfl: self.head.dfl.fast_weights.clone()?,
             classes: self.head.classes,
+            pools: std::sync::Mutex::new(Vec::new()),
         })
     }
 

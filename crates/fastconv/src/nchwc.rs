@@ -38,14 +38,38 @@ pub struct Blocked {
 /// next large one allocate afresh); it is capped in bytes per thread.
 const POOL_BYTES: usize = 256 << 20;
 
+/// Buffers kept for reuse, by length.
 #[derive(Default)]
-struct Pool {
+pub struct Pool {
     by_len: std::collections::HashMap<usize, Vec<Vec<f32>>>,
     bytes: usize,
 }
 
 thread_local! {
     static POOL: std::cell::RefCell<Pool> = std::cell::RefCell::new(Pool::default());
+}
+
+/// Lends `pool` to this thread for the life of the guard, then takes it
+/// back (with what was dropped meanwhile). A caller whose passes run on
+/// whichever thread is free (tokio's blocking pool) keeps one pool per
+/// concurrent pass this way, instead of one per thread that ever ran one.
+pub struct LentPool<'a> {
+    home: &'a std::sync::Mutex<Vec<Pool>>,
+}
+
+impl<'a> LentPool<'a> {
+    pub fn lend(home: &'a std::sync::Mutex<Vec<Pool>>) -> Self {
+        let pool = home.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or_default();
+        POOL.with(|p| *p.borrow_mut() = pool);
+        Self { home }
+    }
+}
+
+impl Drop for LentPool<'_> {
+    fn drop(&mut self) {
+        let pool = POOL.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        self.home.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(pool);
+    }
 }
 
 /// A buffer of exactly `len` values with stale contents, when this thread's
@@ -986,6 +1010,34 @@ mod tests {
             drop(kept);
             assert_eq!(pooled_bytes(), settled);
         }
+    }
+
+    /// A lent pool comes home with what was dropped, and the next pass on
+    /// another thread gets the same buffers.
+    #[test]
+    fn a_lent_pool_follows_the_pass_not_the_thread() {
+        let home = std::sync::Mutex::new(Vec::new());
+        let first = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _lent = LentPool::lend(&home);
+                let a = Blocked::for_overwrite(16, 30, 30);
+                a.data.as_ptr() as usize
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(home.lock().unwrap().len(), 1);
+        let second = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _lent = LentPool::lend(&home);
+                let a = Blocked::for_overwrite(16, 30, 30);
+                a.data.as_ptr() as usize
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(first, second, "the buffer was not reused across threads");
+        assert_eq!(home.lock().unwrap().len(), 1);
     }
 
     #[test]
