@@ -89,8 +89,10 @@ impl Actor for MqttActor {
         metrics::gauge!("smart_cctv_mqtt_connected").set(0.0);
         let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
         let connected = Arc::new(AtomicBool::new(false));
-        let connection = tokio::spawn(drive(eventloop, myself.clone(), connected.clone()));
-        let pump = tokio::spawn(pump(client.clone(), args.bus.clone(), connected.clone()));
+        // Wakes the pump when a connection is up (a permit, so none is missed).
+        let online = Arc::new(tokio::sync::Notify::new());
+        let connection = tokio::spawn(drive(eventloop, myself.clone(), connected.clone(), online.clone()));
+        let pump = tokio::spawn(pump(client.clone(), args.bus.clone(), connected.clone(), online));
         let ticker = myself.send_interval(Duration::from_secs(1), || MqttMsg::Tick);
         tracing::info!(host = %settings.host, port = settings.port, prefix = %settings.topic_prefix, "mqtt starting");
         let link = Link {
@@ -225,7 +227,12 @@ fn tls_config(tls: &MqttTlsConfig) -> Result<rustls::ClientConfig, String> {
 
 /// Polls rumqttc's event loop for as long as the actor lives: every error
 /// is a dropped connection, retried after a backoff on the next poll.
-async fn drive(mut eventloop: EventLoop, actor: ActorRef<MqttMsg>, connected: Arc<AtomicBool>) {
+async fn drive(
+    mut eventloop: EventLoop,
+    actor: ActorRef<MqttMsg>,
+    connected: Arc<AtomicBool>,
+    online: Arc<tokio::sync::Notify>,
+) {
     let backoff = Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30), ..Backoff::default() };
     let mut attempt = 0;
     loop {
@@ -233,6 +240,7 @@ async fn drive(mut eventloop: EventLoop, actor: ActorRef<MqttMsg>, connected: Ar
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 attempt = 0;
                 connected.store(true, Ordering::SeqCst);
+                online.notify_one();
                 let _ = actor.cast(MqttMsg::Connected);
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -259,11 +267,12 @@ async fn drive(mut eventloop: EventLoop, actor: ActorRef<MqttMsg>, connected: Ar
 
 /// Hands the bus's messages to the client while connected; while not, they
 /// wait in the bus, which drops the oldest when full.
-async fn pump(client: AsyncClient, bus: Bus, connected: Arc<AtomicBool>) {
+async fn pump(client: AsyncClient, bus: Bus, connected: Arc<AtomicBool>, online: Arc<tokio::sync::Notify>) {
     loop {
         bus.ready().await;
         if !connected.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Until the next connect; a stale wake just checks again.
+            online.notified().await;
             continue;
         }
         while connected.load(Ordering::SeqCst) {
