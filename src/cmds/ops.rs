@@ -141,6 +141,11 @@ fn backup(
     let config_path = cli.config_path();
     let config = crate::config::load(config_path.as_deref())?.config;
     let keep = keep.unwrap_or(config.backup.keep);
+    // Snapshots are listed before the database is copied: the service moves
+    // a snapshot into place only after its alert is committed, so every one
+    // listed has its alert in the copy made after (the other way round, an
+    // alert stored between the two steps left an orphan snapshot behind).
+    let snapshots = if with_snapshots { backup::snapshot_files(data_dir) } else { Vec::new() };
     let copy = data_dir.join(backup::COPY_DIR).join("events-offline.redb");
     let copy = match Source::open(data_dir, &listen(config_path.as_deref())?)? {
         Source::File(store) => {
@@ -162,9 +167,7 @@ fn backup(
         std::fs::write(&redacted, serde_json::to_vec_pretty(&config)?)?;
         entry.1 = redacted.clone();
     }
-    if with_snapshots {
-        files.extend(backup::snapshot_files(data_dir));
-    }
+    files.extend(snapshots);
     let out = to.map_or_else(|| data_dir.join("backups"), |p| p.to_owned());
     // A progress bar only on a terminal; scripts and cron get the one line below.
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
