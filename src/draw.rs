@@ -81,6 +81,25 @@ pub fn draw_detection(img: &mut RgbImage, bbox: [f32; 4], label: &str, colour: R
     draw_label(img, bbox[0] as i64, y, label, colour);
 }
 
+/// Outlines a closed polygon (a zone) one pixel wide.
+pub fn draw_polygon(img: &mut RgbImage, points: &[(f32, f32)], colour: Rgb<u8>) {
+    // One step per pixel, but never more than the image could show: a point
+    // far outside the frame must not make this loop for ever.
+    let most_steps = 4 * (img.width() + img.height()).max(1) as usize;
+    for (i, &(x0, y0)) in points.iter().enumerate() {
+        let (x1, y1) = points[(i + 1) % points.len()];
+        if ![x0, y0, x1, y1].iter().all(|v| v.is_finite()) {
+            continue;
+        }
+        let steps = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).clamp(1, most_steps);
+        for s in 0..=steps {
+            let f = s as f32 / steps as f32;
+            let (x, y) = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f);
+            draw_box(img, [x, y, x + 1.0, y + 1.0], colour, 1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

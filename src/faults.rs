@@ -243,6 +243,9 @@ mod tests {
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle(),
             config: rx,
             store: crate::store::SharedStore::default(),
+            auth: crate::web::auth::WebAuth::new(&std::env::temp_dir()),
+            latest: crate::web::latest::LatestFrames::default(),
+            history: crate::resources::History::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -9,6 +9,7 @@
 //! - [`telemetry`]: logs in the old `time | LEVEL | target | message` layout, and metrics.
 //! - [`service`]: builds the tree from config and runs it until a signal stops it.
 //! - [`cmds`]: one module per CLI subcommand.
+//! - [`web`]: the web page (live view, alerts, system, config) and its login.
 
 pub mod alerts;
 pub mod base;
@@ -33,3 +34,4 @@ pub mod store;
 pub mod supervision;
 pub mod telemetry;
 pub mod tracker;
+pub mod web;

@@ -149,6 +149,7 @@ fn sound(myself: &ActorRef<AlertsMsg>, alert: Alert, state: &mut AlertsState) {
         track_ids: alert.track_ids.clone(),
         distance_m: alert.distance_m,
         snapshot: path.strip_prefix(&state.args.data_dir).unwrap_or(&path).display().to_string(),
+        review: None,
     };
     let pending = snapshot::pending_path(&state.snapshots, &path);
     let myself = myself.clone();

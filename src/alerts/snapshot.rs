@@ -3,7 +3,7 @@
 //! zones outlined.
 
 use super::Alert;
-use crate::draw::{class_colour, draw_box, draw_detection};
+use crate::draw::{class_colour, draw_detection, draw_polygon};
 use chrono::{DateTime, Local};
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
@@ -95,22 +95,4 @@ pub fn write(path: &Path, alert: &Alert) -> Result<(), String> {
     // On disk before its alert is stored: a stored alert's snapshot survives a crash.
     file.sync_all().map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
     std::fs::rename(&partial, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-fn draw_polygon(img: &mut RgbImage, points: &[(f32, f32)], colour: Rgb<u8>) {
-    // One step per pixel, but never more than the image could show: a point
-    // far outside the frame must not make this loop for ever.
-    let most_steps = 4 * (img.width() + img.height()).max(1) as usize;
-    for (i, &(x0, y0)) in points.iter().enumerate() {
-        let (x1, y1) = points[(i + 1) % points.len()];
-        if ![x0, y0, x1, y1].iter().all(|v| v.is_finite()) {
-            continue;
-        }
-        let steps = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).clamp(1, most_steps);
-        for s in 0..=steps {
-            let f = s as f32 / steps as f32;
-            let (x, y) = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f);
-            draw_box(img, [x, y, x + 1.0, y + 1.0], colour, 1);
-        }
-    }
 }

@@ -35,7 +35,8 @@ pub fn run(cli: &Cli, command: &AlertsCommand) -> anyhow::Result<i32> {
         match &source {
             Source::File(store) => Ok(store.alerts(query)?),
             Source::Service(listen) => {
-                call(listen, "GET", &format!("/api/alerts?{}", query_string(since, query)), Duration::from_secs(15))
+                let path = format!("/api/alerts?{}", query_string(since, query));
+                call(&data_dir, listen, "GET", &path, Duration::from_secs(15))
             }
         }
     };

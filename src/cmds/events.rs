@@ -23,6 +23,7 @@ pub fn run(cli: &Cli, command: &EventsCommand) -> anyhow::Result<i32> {
     let events: Vec<EventRecord> = match Source::open(&data_dir, &config.http.listen)? {
         Source::File(store) => store.events(&query)?,
         Source::Service(listen) => call(
+            &data_dir,
             &listen,
             "GET",
             &format!("/api/events?{}", query_string(since.as_deref(), &query)),

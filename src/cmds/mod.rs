@@ -13,6 +13,7 @@ pub mod run;
 pub mod service_api;
 pub mod speaker;
 pub mod status;
+pub mod user;
 
 use crate::telemetry::logging::LogFormat;
 use clap::{Parser, Subcommand};
@@ -90,6 +91,11 @@ pub enum Command {
         #[command(subcommand)]
         command: config::ConfigCommand,
     },
+    /// The people who may log in to the web page and use the API
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
 }
 
 /// An explicit path, else the default path when it exists, else `None`
@@ -126,5 +132,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Ops { command } => ops::run(&cli, command),
         Command::Calibrate(args) => calibrate::run(&cli, args),
         Command::Speaker { command } => speaker::run(&cli, command),
+        Command::User { command } => user::run(&cli, command),
     }
 }

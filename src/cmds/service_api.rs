@@ -91,13 +91,22 @@ pub fn query_string(since: Option<&str>, q: &Query) -> String {
 }
 
 /// One request to the running service; answers the JSON body of a 200, and
-/// the service's own error otherwise.
+/// the service's own error otherwise. Over the ops socket in `data_dir` when
+/// it answers (the web login does not apply there: the socket admits only
+/// root, the service's user and its group), else over loopback TCP.
 pub fn call<T: serde::de::DeserializeOwned>(
+    data_dir: &Path,
     listen: &str,
     method: &str,
     path: &str,
     timeout: Duration,
 ) -> anyhow::Result<T> {
+    let socket = data_dir.join(crate::http::routes::OPS_SOCKET);
+    if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
+        stream.set_read_timeout(Some(timeout))?;
+        let (status, body) = exchange(stream, method, path)?;
+        return answer(path, status, &body);
+    }
     let (status, body) = request(listen, method, path, timeout)
         .with_context(|| format!("the event store is in use, but the service does not answer on {listen}"))?;
     answer(path, status, &body)

@@ -19,9 +19,11 @@ pub struct StatusArgs {
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> anyhow::Result<i32> {
-    let listen = crate::config::load(cli.config_path().as_deref())?.config.http.listen;
+    let config = crate::config::load(cli.config_path().as_deref())?.config;
+    let data_dir = cli.data_dir.clone().unwrap_or(config.storage.data_dir.clone());
+    let listen = config.http.listen;
     loop {
-        let status: Value = call(&listen, "GET", "/api/status", Duration::from_secs(10))
+        let status: Value = call(&data_dir, &listen, "GET", "/api/status", Duration::from_secs(10))
             .map_err(|e| anyhow::anyhow!("is the service running? {e}"))?;
         let text = if args.json { serde_json::to_string_pretty(&status)? } else { render(&status) };
         match args.watch {

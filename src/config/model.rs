@@ -651,8 +651,9 @@ pub struct HttpConfig {
     /// `/metrics`, `/healthz` and the API. Loopback unless `allow_non_loopback`.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// The API has no authentication: exposing it beyond this machine must be
-    /// a deliberate choice.
+    /// Exposing the page and the API beyond this machine must be a deliberate
+    /// choice; with it, everything but `/metrics` and `/healthz` needs a
+    /// logged-in session or an API token.
     #[serde(default)]
     pub allow_non_loopback: bool,
 }

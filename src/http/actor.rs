@@ -101,7 +101,7 @@ async fn serve_bounded(listener: tokio::net::TcpListener, app: axum::Router, mut
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
@@ -119,7 +119,12 @@ async fn serve_bounded(listener: tokio::net::TcpListener, app: axum::Router, mut
             drop(stream);
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let with_peer =
+            tower::ServiceExt::map_request(app.clone(), move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(crate::web::auth::Peer(peer));
+                request
+            });
+        let service = hyper_util::service::TowerToHyperService::new(with_peer);
         connections.spawn(async move {
             let _slot = slot;
             let served = hyper::server::conn::http1::Builder::new()

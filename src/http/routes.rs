@@ -24,6 +24,12 @@ pub struct ApiState {
     pub config: watch::Receiver<Arc<Config>>,
     /// The event store for reading, off the store actor.
     pub store: crate::store::SharedStore,
+    /// The web page's users and sessions.
+    pub auth: std::sync::Arc<crate::web::auth::WebAuth>,
+    /// Every camera's last analysed frame.
+    pub latest: crate::web::latest::LatestFrames,
+    /// CPU and RSS over the last hour.
+    pub history: crate::resources::History,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -39,6 +45,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/alerts", get(alerts))
         .route("/api/events", get(events))
         .route("/api/snapshots/{*path}", get(snapshot))
+        .merge(crate::web::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::auth::require_login))
         .layer(axum::middleware::from_fn_with_state(state.clone(), same_machine))
         .layer(axum::middleware::from_fn(bounded_time))
         .with_state(state)
@@ -55,11 +63,15 @@ async fn bounded_time(request: axum::extract::Request, next: axum::middleware::N
     }
 }
 
-/// The ops routes: served only on the Unix socket [`OPS_SOCKET`] in the
+/// The ops routes, and the reads the CLI makes: served only on the Unix socket [`OPS_SOCKET`] in the
 /// data directory, which only root, the service's user and its group reach
 /// (file mode 0660, and each peer checked with `SO_PEERCRED`), never on TCP.
 pub fn ops_router(state: ApiState) -> Router {
     Router::new()
+        .route("/api/status", get(status))
+        .route("/api/config", get(config))
+        .route("/api/alerts", get(alerts))
+        .route("/api/events", get(events))
         .route("/api/ops/db-copy", axum::routing::post(db_copy))
         .route("/api/ops/compact", axum::routing::post(compact))
         .with_state(state)
@@ -171,7 +183,7 @@ impl ListParams {
     }
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
 }
 

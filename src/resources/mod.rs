@@ -20,6 +20,43 @@ pub struct ResourceActor;
 pub struct ResourceArgs {
     pub board: HealthBoard,
     pub config: watch::Receiver<Arc<Config>>,
+    /// CPU and RSS over the last hour, for the web page's chart.
+    pub history: History,
+}
+
+/// One point of [`History`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    /// Unix seconds.
+    pub time: u64,
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+}
+
+/// The process's CPU and RSS over the last hour, one point per
+/// [`HISTORY_STEP`], in memory (a restart starts it again).
+#[derive(Clone, Default)]
+pub struct History(Arc<std::sync::Mutex<std::collections::VecDeque<Point>>>);
+
+pub const HISTORY_STEP: Duration = Duration::from_secs(10);
+pub const HISTORY_POINTS: usize = 360;
+
+impl History {
+    /// Keeps `sample` if the last point is a step old; drops points past an hour.
+    pub fn record(&self, time: u64, sample: &Sample) {
+        let mut points = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if points.back().is_some_and(|p| time < p.time + HISTORY_STEP.as_secs()) {
+            return;
+        }
+        if points.len() >= HISTORY_POINTS {
+            points.pop_front();
+        }
+        points.push_back(Point { time, cpu_percent: sample.cpu_percent, rss_bytes: sample.rss_bytes });
+    }
+
+    pub fn points(&self) -> Vec<Point> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
+    }
 }
 
 pub struct ResourceState {
@@ -113,6 +150,8 @@ impl Actor for ResourceActor {
         metrics::gauge!("smart_cctv_process_resident_bytes").set(sample.rss_bytes as f64);
         metrics::gauge!("smart_cctv_process_threads").set(sample.threads as f64);
         metrics::gauge!("smart_cctv_process_open_fds").set(sample.open_files as f64);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        state.args.history.record(now, &sample);
         if let Ok(detail) = serde_json::to_value(sample) {
             state.args.board.set_detail("process", detail);
         }
@@ -150,6 +189,19 @@ fn sample(state: &mut ResourceState) -> Option<Sample> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_keeps_one_point_per_step_for_an_hour() {
+        let history = History::default();
+        let sample = Sample { cpu_percent: 10.0, rss_bytes: 1, threads: 1, open_files: 1 };
+        for second in 0..(2 * 3600) {
+            history.record(1000 + second, &sample);
+        }
+        let points = history.points();
+        assert_eq!(points.len(), HISTORY_POINTS);
+        assert_eq!(points.last().unwrap().time, 1000 + 2 * 3600 - 10);
+        assert!(points.windows(2).all(|w| w[1].time - w[0].time == 10));
+    }
 
     #[test]
     fn limits_are_crossed_only_above_them() {

@@ -66,6 +66,12 @@ pub struct Components {
     pub bus: crate::mqtt::Bus,
     /// The switches MQTT can flip (detection per camera, rules).
     pub controls: crate::mqtt::Controls,
+    /// Web users and sessions (outlive an HTTP restart).
+    pub auth: Arc<crate::web::auth::WebAuth>,
+    /// Every camera's last analysed frame, for the live page.
+    pub latest: crate::web::latest::LatestFrames,
+    /// CPU and RSS over the last hour, kept by `resources`.
+    pub history: crate::resources::History,
 }
 
 impl Components {
@@ -79,6 +85,9 @@ impl Components {
         let (tx, rx) = watch::channel(None);
         let bus = crate::mqtt::Bus::new(&config.borrow());
         let controls = crate::mqtt::Controls::load(&data_dir);
+        let latest = crate::web::latest::LatestFrames::default();
+        let auth = crate::web::auth::WebAuth::new(&data_dir);
+        let detections = crate::web::latest::KeepLatest { latest: latest.clone(), next: Arc::new(ToTracker) };
         Self {
             board,
             metrics,
@@ -86,7 +95,7 @@ impl Components {
             frames: Arc::new(FrameQueue::new(QUEUE_PER_CAMERA)),
             detector: rx,
             detector_tx: Arc::new(tx),
-            detections: Arc::new(ToTracker),
+            detections: Arc::new(detections),
             defaults: None,
             calibrations: Arc::new(calibrations),
             data_dir,
@@ -94,6 +103,9 @@ impl Components {
             store: crate::store::SharedStore::default(),
             bus,
             controls,
+            auth,
+            latest,
+            history: crate::resources::History::default(),
         }
     }
 
@@ -295,7 +307,7 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
             Box::pin(async move { Ok(Actor::spawn_linked(None, HealthActor, args, parent).await?.0.get_cell()) })
         }),
         "resources" => Arc::new(move |parent| {
-            let args = ResourceArgs { board: c.board.clone(), config: c.config.clone() };
+            let args = ResourceArgs { board: c.board.clone(), config: c.config.clone(), history: c.history.clone() };
             Box::pin(async move { Ok(Actor::spawn_linked(None, ResourceActor, args, parent).await?.0.get_cell()) })
         }),
         "retention" => Arc::new(move |parent| {
@@ -314,6 +326,9 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
                 metrics: c.metrics.clone(),
                 config: c.config.clone(),
                 store: c.store.clone(),
+                auth: c.auth.clone(),
+                latest: c.latest.clone(),
+                history: c.history.clone(),
             };
             Box::pin(async move {
                 // Validation already parsed it; this only guards a programming error.

@@ -50,6 +50,9 @@ pub enum StoreMsg {
     /// Alerts for the alerts actor's crash recovery; the HTTP lists read
     /// through [`SharedStore`] instead, off this actor.
     Alerts(Query, Reply<Vec<AlertRecord>>),
+    /// Records a person's verdict on an alert (id, mark, who); answers the
+    /// review, or `None` when there is no such alert.
+    Review(String, crate::store::Mark, String, Reply<Option<crate::store::AlertReview>>),
     /// Writes a consistent copy of the database (for `ops backup` while the
     /// service runs) and answers its path.
     CopyTo(PathBuf, Reply<PathBuf>),
@@ -154,6 +157,12 @@ impl Actor for StoreActor {
             }
             StoreMsg::Alerts(query, reply) => {
                 let _ = reply.send(blocking(state, move |store| store.alerts(&query)).await?);
+            }
+            StoreMsg::Review(id, mark, by, reply) => {
+                // The alert may still be among the pending writes.
+                flush(state).await?;
+                let now = crate::store::unix_micros(std::time::SystemTime::now());
+                let _ = reply.send(blocking(state, move |store| store.review(&id, mark, &by, now)).await?);
             }
             StoreMsg::DeleteBefore(before_us, max, reply) => {
                 // Pending writes first, so a delete never races ahead of them.

@@ -1,5 +1,6 @@
 //! `alerts analyze`, which replaces `analyze_alerts.py`: counts per rule,
-//! camera, hour of day and day, and the busiest hours.
+//! camera, hour of day and day, the busiest hours, and the false-positive
+//! rate per rule and camera from the reviews made on the web page.
 
 use super::AlertRecord;
 use chrono::{DateTime, Local, Timelike};
@@ -17,6 +18,32 @@ pub struct Analysis {
     pub per_day: BTreeMap<String, usize>,
     /// The busiest local hours (`YYYY-MM-DD HH:00`), most alerts first.
     pub busiest: Vec<(String, usize)>,
+    /// Reviews, per rule and per camera.
+    pub reviews_per_rule: BTreeMap<String, Reviews>,
+    pub reviews_per_camera: BTreeMap<String, Reviews>,
+}
+
+/// How the alerts of one rule or camera were judged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Reviews {
+    pub alerts: usize,
+    pub reviewed: usize,
+    pub false_positives: usize,
+}
+
+impl Reviews {
+    /// False positives among the reviewed alerts; `None` before any review.
+    pub fn false_positive_rate(&self) -> Option<f64> {
+        (self.reviewed > 0).then(|| self.false_positives as f64 / self.reviewed as f64)
+    }
+
+    fn count(&mut self, alert: &AlertRecord) {
+        self.alerts += 1;
+        if let Some(review) = alert.review.as_ref().filter(|r| r.reviewed) {
+            self.reviewed += 1;
+            self.false_positives += usize::from(review.false_positive);
+        }
+    }
 }
 
 pub fn analyze(alerts: &[AlertRecord], top: usize) -> Analysis {
@@ -25,6 +52,8 @@ pub fn analyze(alerts: &[AlertRecord], top: usize) -> Analysis {
     for alert in alerts {
         *a.per_rule.entry(alert.rule.clone()).or_default() += 1;
         *a.per_camera.entry(alert.camera.clone()).or_default() += 1;
+        a.reviews_per_rule.entry(alert.rule.clone()).or_default().count(alert);
+        a.reviews_per_camera.entry(alert.camera.clone()).or_default().count(alert);
         let Some(t) = DateTime::from_timestamp_micros(alert.time_us).map(|t| t.with_timezone(&Local)) else { continue };
         *a.per_hour.entry(t.hour()).or_default() += 1;
         *a.per_day.entry(t.format("%Y-%m-%d").to_string()).or_default() += 1;
@@ -51,7 +80,21 @@ impl std::fmt::Display for Analysis {
         section(f, "per camera", self.per_camera.iter().map(|(k, v)| (k.clone(), *v)).collect())?;
         section(f, "per hour of day", self.per_hour.iter().map(|(k, v)| (format!("{k:02}:00"), *v)).collect())?;
         section(f, "per day", self.per_day.iter().map(|(k, v)| (k.clone(), *v)).collect())?;
-        section(f, "busiest hours", self.busiest.clone())
+        section(f, "busiest hours", self.busiest.clone())?;
+        let rates = |f: &mut std::fmt::Formatter<'_>, title: &str, rows: &BTreeMap<String, Reviews>| {
+            writeln!(f, "\n{title}")?;
+            for (k, r) in rows {
+                let rate = r.false_positive_rate().map_or("-".to_owned(), |v| format!("{:.0}%", v * 100.0));
+                writeln!(
+                    f,
+                    "  {k:<24} {rate:>6}  ({} false of {} reviewed, {} alerts)",
+                    r.false_positives, r.reviewed, r.alerts
+                )?;
+            }
+            Ok(())
+        };
+        rates(f, "false positives per rule", &self.reviews_per_rule)?;
+        rates(f, "false positives per camera", &self.reviews_per_camera)
     }
 }
 
@@ -79,6 +122,7 @@ mod tests {
             track_ids: vec![],
             distance_m: None,
             snapshot: String::new(),
+            review: None,
         };
         let alerts =
             [alert(base, "door", "front"), alert(base + 60, "door", "front"), alert(base + hour, "gate", "back")];
@@ -89,5 +133,17 @@ mod tests {
         assert_eq!((a.per_hour[&10], a.per_hour[&11]), (2, 1));
         assert_eq!(a.per_day["2026-03-02"], 3);
         assert_eq!(a.busiest, vec![("2026-03-02 10:00".to_owned(), 2)]);
+        assert_eq!(a.reviews_per_rule["door"].false_positive_rate(), None);
+
+        let judged =
+            |false_positive| Some(crate::store::AlertReview { reviewed: true, false_positive, ..Default::default() });
+        let mut alerts = alerts.to_vec();
+        alerts[0].review = judged(true);
+        alerts[1].review = judged(false);
+        let a = analyze(&alerts, 1);
+        assert_eq!(a.reviews_per_rule["door"], Reviews { alerts: 2, reviewed: 2, false_positives: 1 });
+        assert_eq!(a.reviews_per_rule["door"].false_positive_rate(), Some(0.5));
+        assert_eq!(a.reviews_per_camera["back"], Reviews { alerts: 1, reviewed: 0, false_positives: 0 });
+        assert!(a.to_string().contains("door                        50%  (1 false of 2 reviewed, 2 alerts)"), "{a}");
     }
 }

@@ -18,7 +18,7 @@ pub mod records;
 pub mod shared;
 pub mod upgrade;
 
-pub use records::{AlertRecord, CameraStatusRecord, EventRecord, HealthRecord, Query, Record};
+pub use records::{AlertRecord, AlertReview, CameraStatusRecord, EventRecord, HealthRecord, Mark, Query, Record};
 pub use shared::SharedStore;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The schema this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ALERTS: TableDefinition<u128, &[u8]> = TableDefinition::new("alerts");
@@ -36,6 +36,10 @@ const CAMERA_STATUS: TableDefinition<u128, &[u8]> = TableDefinition::new("camera
 const HEALTH_EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("health_events");
 /// Since v3: track summaries (one per object seen), keyed by first sighting.
 const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
+
+/// Since v4: people's verdicts on alerts (reviewed, false positive), JSON
+/// keyed by alert id: kept apart so an alert as raised is never rewritten.
+const REVIEWS: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_reviews");
 
 type RecordTable = TableDefinition<'static, u128, &'static [u8]>;
 
@@ -194,6 +198,7 @@ impl Store {
                     for table in RECORD_TABLES {
                         txn.open_table(table).map_err(io)?;
                     }
+                    txn.open_table(REVIEWS).map_err(io)?;
                 }
                 txn.commit().map_err(io)
             }
@@ -245,8 +250,53 @@ impl Store {
     }
 
     /// Alerts matching `query`, oldest first.
+    /// With each alert's review merged in.
     pub fn alerts(&self, query: &Query) -> Result<Vec<AlertRecord>, StoreError> {
-        self.list(ALERTS, query, |r: &AlertRecord| query.matches(&r.camera, &r.class, Some(&r.rule)))
+        let mut alerts =
+            self.list(ALERTS, query, |r: &AlertRecord| query.matches(&r.camera, &r.class, Some(&r.rule)))?;
+        let txn = self.db.begin_read().map_err(io)?;
+        let reviews = txn.open_table(REVIEWS).map_err(io)?;
+        for alert in alerts.iter_mut().filter(|a| !a.id.is_empty()) {
+            if let Some(value) = reviews.get(alert.id.as_str()).map_err(io)? {
+                alert.review = serde_json::from_slice(value.value()).ok();
+            }
+        }
+        Ok(alerts)
+    }
+
+    /// The alert with id `id`. Ids are UUIDv7, made when the alert is
+    /// raised, seconds after its capture time (the key): only the hour
+    /// before the id's time is read.
+    pub fn alert(&self, id: &str) -> Result<Option<AlertRecord>, StoreError> {
+        let Ok(uuid) = uuid::Uuid::parse_str(id) else { return Ok(None) };
+        let Some((secs, nanos)) = uuid.get_timestamp().map(|t| t.to_unix()) else { return Ok(None) };
+        let raised_us = (secs as i64).saturating_mul(1_000_000) + i64::from(nanos / 1000);
+        let query = Query {
+            since_us: Some(raised_us - 3_600_000_000),
+            until_us: Some(raised_us + 60_000_000),
+            ..Query::default()
+        };
+        Ok(self.alerts(&query)?.into_iter().find(|a| a.id == id))
+    }
+
+    /// Records a person's verdict on alert `id`; `None` when there is no
+    /// such alert. Marking is idempotent: the same mark twice leaves one review.
+    pub fn review(&self, id: &str, mark: Mark, by: &str, now_us: i64) -> Result<Option<AlertReview>, StoreError> {
+        let Some(alert) = self.alert(id)? else { return Ok(None) };
+        let mut review = alert.review.unwrap_or_default();
+        review.reviewed = true;
+        match mark {
+            Mark::Reviewed => {}
+            Mark::FalsePositive => review.false_positive = true,
+            Mark::NotFalsePositive => review.false_positive = false,
+        }
+        review.time_us = now_us;
+        by.clone_into(&mut review.by);
+        let bytes = serde_json::to_vec(&review).map_err(io)?;
+        let txn = self.db.begin_write().map_err(io)?;
+        txn.open_table(REVIEWS).map_err(io)?.insert(id, bytes.as_slice()).map_err(io)?;
+        txn.commit().map_err(io)?;
+        Ok(Some(review))
     }
 
     /// Track summaries matching `query` (its `rule` is ignored), oldest first.
@@ -303,9 +353,22 @@ impl Store {
             let mut table = txn.open_table(def).map_err(io)?;
             let mut n = 0;
             let mut last = None;
+            let mut reviewed_ids = Vec::new();
             for entry in table.range(..cutoff).map_err(io)?.take(max) {
-                last = Some(entry.map_err(io)?.0.value());
+                let (key, value) = entry.map_err(io)?;
+                last = Some(key.value());
                 n += 1;
+                if name == "alerts"
+                    && let Ok(alert) = serde_json::from_slice::<AlertRecord>(value.value())
+                    && !alert.id.is_empty()
+                {
+                    reviewed_ids.push(alert.id);
+                }
+            }
+            // An alert's review goes with it.
+            let mut reviews = txn.open_table(REVIEWS).map_err(io)?;
+            for id in &reviewed_ids {
+                reviews.remove(id.as_str()).map_err(io)?;
             }
             if let Some(last) = last {
                 table.retain_in(..=last, |_, _| false).map_err(io)?;
@@ -331,6 +394,14 @@ impl Store {
                 let (k, v) = entry.map_err(io)?;
                 to.insert(k.value(), v.value()).map_err(io)?;
                 copied += 1;
+            }
+        }
+        {
+            let from = read.open_table(REVIEWS).map_err(io)?;
+            let mut to = write.open_table(REVIEWS).map_err(io)?;
+            for entry in from.iter().map_err(io)? {
+                let (k, v) = entry.map_err(io)?;
+                to.insert(k.value(), v.value()).map_err(io)?;
             }
         }
         write.commit().map_err(io)?;
@@ -372,6 +443,7 @@ pub(crate) fn test_alert(time_us: i64, camera: &str) -> AlertRecord {
         track_ids: vec![1],
         distance_m: None,
         snapshot: "snapshots/x.jpg".into(),
+        review: None,
     }
 }
 

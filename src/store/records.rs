@@ -23,6 +23,32 @@ pub struct AlertRecord {
     pub distance_m: Option<f64>,
     /// Relative to the data directory (`snapshots/2026-01-15/...jpg`).
     pub snapshot: String,
+    /// How a person judged it (the `alert_reviews` table, merged in when
+    /// alerts are listed; never stored inside the alert itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<AlertReview>,
+}
+
+/// A person's verdict on one alert, kept by alert id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertReview {
+    pub reviewed: bool,
+    /// Nothing that the rule is for was there: counted per rule and camera
+    /// by `alerts analyze`.
+    pub false_positive: bool,
+    /// When it was last marked, Unix microseconds.
+    pub time_us: i64,
+    /// Who marked it.
+    pub by: String,
+}
+
+/// What a mark changes: `reviewed`, or `false_positive` (which implies reviewed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Reviewed,
+    FalsePositive,
+    /// Back to not a false positive (still reviewed).
+    NotFalsePositive,
 }
 
 /// One tracked object, written when its track ends.

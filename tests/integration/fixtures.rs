@@ -33,6 +33,8 @@ pub enum Need {
     SystemdAnalyze,
     /// Debian's `mosquitto`, the MQTT broker.
     Mosquitto,
+    /// Debian's `chromium` and Python Playwright to drive it.
+    Browser,
 }
 
 impl Need {
@@ -46,6 +48,7 @@ impl Need {
             Need::Tmpfs => "needs root",
             Need::SystemdAnalyze => "needs systemd-analyze",
             Need::Mosquitto => "needs mosquitto",
+            Need::Browser => "needs chromium",
         }
     }
 
@@ -85,6 +88,9 @@ impl Need {
             Need::Mosquitto => crate::broker::Broker::program()
                 .is_none()
                 .then(|| "needs the mosquitto MQTT broker (ops/setup-deps installs it)".to_owned()),
+            Need::Browser => (!Path::new("/usr/bin/chromium").is_file()
+                || !command_works(&browser_python().to_string_lossy(), &["-c", "import playwright"]))
+            .then(|| "needs Debian's chromium and Playwright for Python (ops/setup-deps installs both)".to_owned()),
         };
         cache.lock().unwrap().insert(self, answer.clone());
         answer
@@ -126,6 +132,14 @@ fn shared_dir(env: &str, relative: &str, marker: &str) -> Result<PathBuf, String
     } else {
         Err(format!("needs {relative} ({marker} not found in {}; set {env})", dir.display()))
     }
+}
+
+/// The Python that has Playwright: `$SMART_CCTV_BROWSER_PYTHON`, else the
+/// virtual environment `ops/setup-deps` makes under `target/tmp`.
+pub fn browser_python() -> PathBuf {
+    std::env::var_os("SMART_CCTV_BROWSER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-venv/bin/python"))
 }
 
 fn real_fixtures_dir() -> Result<PathBuf, String> {

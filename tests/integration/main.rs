@@ -22,6 +22,7 @@ mod speakers;
 mod store;
 mod support;
 mod testbed;
+mod web;
 
 use fixtures::Need;
 use libtest_mimic::{Arguments, Trial};
@@ -64,6 +65,7 @@ fn main() -> std::process::ExitCode {
         service::tests,
         speakers::tests,
         store::tests,
+        web::tests,
     ];
     let mut ignored = Vec::new();
     let mut trials = Vec::new();

@@ -240,6 +240,7 @@ fn a_damaged_database_is_a_clear_error() {
             track_ids: vec![],
             distance_m: None,
             snapshot: "snapshots/none.jpg".into(),
+            review: None,
         };
         store.append_alerts(&vec![record; 500]).unwrap();
     }
@@ -594,6 +595,7 @@ fn crafted_archives_are_refused_and_change_nothing() {
             track_ids: vec![1],
             distance_m: None,
             snapshot: String::new(),
+            review: None,
         };
         store.append_alerts(&[record]).unwrap();
     }

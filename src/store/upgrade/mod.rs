@@ -4,6 +4,7 @@
 
 mod v1_to_v2;
 mod v2_to_v3;
+mod v3_to_v4;
 
 use super::{META, SCHEMA_VERSION, StoreError, io};
 use redb::Database;
@@ -11,7 +12,7 @@ use redb::Database;
 type Step = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// `STEPS[i]` upgrades version `i + 1` to `i + 2`.
-const STEPS: &[Step] = &[v1_to_v2::run, v2_to_v3::run];
+const STEPS: &[Step] = &[v1_to_v2::run, v2_to_v3::run, v3_to_v4::run];
 
 // One upgrader per version up to the current one.
 const _: () = assert!(STEPS.len() as u64 == SCHEMA_VERSION - 1);

@@ -30,7 +30,7 @@ mod tests {
         let path = dir.path().join(FILE);
         v1_file(&path);
         assert!(matches!(Store::open(&path), Err(StoreError::OlderSchema { found: 1, .. })));
-        assert_eq!(Store::migrate(&path).unwrap(), vec![2, 3]);
+        assert_eq!(Store::migrate(&path).unwrap(), vec![2, 3, 4]);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
         assert_eq!(store.alerts(&Query::default()).unwrap(), vec![test_alert(42, "old")]);

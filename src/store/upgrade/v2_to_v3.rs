@@ -31,9 +31,9 @@ mod tests {
         let path = dir.path().join(FILE);
         v2_file(&path);
         assert!(matches!(Store::open(&path), Err(StoreError::OlderSchema { found: 2, .. })));
-        assert_eq!(Store::migrate(&path).unwrap(), vec![3]);
+        assert_eq!(Store::migrate(&path).unwrap(), vec![3, 4]);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), Some(3));
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
         assert_eq!(store.alerts(&Query::default()).unwrap(), vec![test_alert(42, "old")]);
         assert!(store.events(&Query::default()).unwrap().is_empty());
     }

@@ -1,0 +1,73 @@
+//! The last analysed frame of every camera, with what was found in it, for
+//! the live page (`/api/cameras/{id}/latest.jpg`). Kept as it comes from
+//! the detector (shared, not copied) and encoded only when asked for.
+
+use crate::detect::Detection;
+use crate::pipeline::{DetectionSink, Detections};
+use image::RgbImage;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+#[derive(Clone)]
+pub struct LatestFrame {
+    pub image: Arc<RgbImage>,
+    pub detections: Vec<Detection>,
+    pub captured: SystemTime,
+}
+
+/// Per camera, the latest analysed frame. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct LatestFrames(Arc<Mutex<HashMap<Arc<str>, LatestFrame>>>);
+
+impl LatestFrames {
+    pub fn get(&self, camera: &str) -> Option<LatestFrame> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(camera).cloned()
+    }
+
+    fn put(&self, d: &Detections) {
+        let frame =
+            LatestFrame { image: d.frame.rgb.clone(), detections: d.detections.clone(), captured: d.frame.captured };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(d.frame.camera.clone(), frame);
+    }
+
+    /// Forgets cameras that are no longer configured.
+    pub fn retain(&self, cameras: &[String]) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| cameras.iter().any(|c| **c == **k));
+    }
+}
+
+/// Keeps each frame as the latest, then passes it on.
+pub struct KeepLatest {
+    pub latest: LatestFrames,
+    pub next: Arc<dyn DetectionSink>,
+}
+
+impl DetectionSink for KeepLatest {
+    fn publish(&self, detections: Detections) {
+        self.latest.put(&detections);
+        self.next.publish(detections);
+    }
+}
+
+/// JPEG of `frame`, with its boxes (and the camera's `zones`) drawn when asked.
+pub fn jpeg(frame: &LatestFrame, boxes: bool, zones: &[Vec<(f32, f32)>]) -> Result<Vec<u8>, image::ImageError> {
+    let drawn;
+    let image: &RgbImage = if boxes {
+        let mut canvas = (*frame.image).clone();
+        for zone in zones {
+            crate::draw::draw_polygon(&mut canvas, zone, image::Rgb([255, 255, 0]));
+        }
+        for d in &frame.detections {
+            let label = format!("{} {:.2}", d.class_name, d.confidence);
+            crate::draw::draw_detection(&mut canvas, d.bbox, &label, crate::draw::class_colour(d.class_id));
+        }
+        drawn = canvas;
+        &drawn
+    } else {
+        &frame.image
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80).encode_image(image)?;
+    Ok(out.into_inner())
+}

@@ -1,0 +1,325 @@
+//! The web page: live view, alerts and their review, system health and the
+//! running config, behind a login. Served by the HTTP actor on the same
+//! listener as the API; everything is rendered here, with no assets on disk.
+
+pub mod auth;
+pub mod latest;
+pub mod pages;
+pub mod sessions;
+pub mod users;
+
+use crate::http::routes::{ApiState, error};
+use crate::store::{Mark, Query};
+use auth::Caller;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post, put};
+use maud::html;
+
+/// Alerts on one page of the list.
+pub const PAGE: usize = 50;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/", get(live))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/style.css", get(style))
+        .route("/alerts", get(alert_list))
+        .route("/alerts/{id}", get(alert_page))
+        .route("/alerts/{id}/mark", post(mark_form))
+        .route("/system", get(system))
+        .route("/config", get(config))
+        .route("/api/cameras/{id}/latest.jpg", get(latest_jpeg))
+        .route("/api/alerts/{id}/false_positive", put(false_positive).delete(not_false_positive))
+        .route("/api/alerts/{id}/reviewed", put(reviewed))
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::STYLE).into_response()
+}
+
+fn page(title: &str, current: &str, caller: &Caller, body: maud::Markup) -> Response {
+    Html(pages::layout(title, current, &caller.0, body).into_string()).into_response()
+}
+
+/// Reads the store off its actor; a store that is down is a 503 page.
+async fn read<T: Send + 'static>(
+    state: &ApiState,
+    read: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    state.store.read(read).await.map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))
+}
+
+async fn live(State(state): State<ApiState>, axum::Extension(caller): axum::Extension<Caller>) -> Response {
+    let config = state.config.borrow().clone();
+    let details = state.board.details();
+    let cameras: Vec<pages::CameraCard> = config
+        .cameras
+        .iter()
+        .map(|c| {
+            let detail = details.get(&format!("camera/{}", c.id));
+            pages::CameraCard {
+                id: c.id.clone(),
+                phase: detail.and_then(|d| d["phase"].as_str()).unwrap_or("starting").to_owned(),
+                age_seconds: detail.and_then(|d| d["last_frame_age_seconds"].as_f64()),
+            }
+        })
+        .collect();
+    let recent = read(&state, |s| s.alerts(&Query { limit: Some(8), ..Query::default() })).await.unwrap_or_default();
+    page("Live", "/", &caller, pages::live(&cameras, &recent))
+}
+
+/// Local midnight to midnight of `YYYY-MM-DD`, in Unix microseconds.
+fn day_range(day: &str) -> Option<(i64, i64)> {
+    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+    let start = |d: chrono::NaiveDate| {
+        d.and_hms_opt(0, 0, 0)?.and_local_timezone(chrono::Local).earliest().map(|t| t.timestamp_micros())
+    };
+    Some((start(date)?, start(date.succ_opt()?)?))
+}
+
+fn filled(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+async fn alert_list(
+    State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    axum::extract::Query(filters): axum::extract::Query<pages::AlertFilters>,
+) -> Response {
+    let mut query = Query {
+        camera: filled(&filters.camera),
+        rule: filled(&filters.rule),
+        class: filled(&filters.class),
+        until_us: filters.before,
+        // One more than a page, to know whether there are older ones.
+        limit: Some(PAGE + 1),
+        ..Query::default()
+    };
+    if let Some((from, to)) = filled(&filters.day).and_then(|d| day_range(&d)) {
+        query.since_us = Some(from);
+        query.until_us = Some(query.until_us.map_or(to, |b| b.min(to)));
+    }
+    let mut found = match read(&state, move |s| s.alerts(&query)).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let older = (found.len() > PAGE).then(|| {
+        found.remove(0);
+        found[0].time_us
+    });
+    let cameras: Vec<String> = state.config.borrow().cameras.iter().map(|c| c.id.clone()).collect();
+    page("Alerts", "/alerts", &caller, pages::alerts(&filters, &cameras, &found, older))
+}
+
+async fn alert_page(
+    State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let found = read(&state, move |s| {
+        let Some(alert) = s.alert(&id)? else { return Ok(None) };
+        // The tracks it names, from the minutes around it.
+        let around = Query {
+            since_us: Some(alert.time_us - 600_000_000),
+            until_us: Some(alert.time_us + 600_000_000),
+            camera: Some(alert.camera.clone()),
+            ..Query::default()
+        };
+        let tracks =
+            s.events(&around)?.into_iter().filter(|e| alert.track_ids.contains(&e.track_id)).collect::<Vec<_>>();
+        Ok(Some((alert, tracks)))
+    })
+    .await;
+    match found {
+        Ok(Some((alert, tracks))) => page("Alert", "/alerts", &caller, pages::alert(&alert, &tracks)),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such alert"),
+        Err(response) => response,
+    }
+}
+
+/// Asks the store actor to record a verdict.
+async fn review(id: String, mark: Mark, by: String) -> Result<crate::store::AlertReview, Response> {
+    let Some(cell) = ractor::registry::where_is(crate::store::actor::NAME) else {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "the event store is down"));
+    };
+    let store: ractor::ActorRef<crate::store::actor::StoreMsg> = cell.into();
+    match ractor::call_t!(store, crate::store::actor::StoreMsg::Review, 10_000, id, mark, by) {
+        Ok(Ok(Some(review))) => Ok(review),
+        Ok(Ok(None)) => Err(error(StatusCode::NOT_FOUND, "no such alert")),
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct MarkForm {
+    mark: String,
+}
+
+async fn mark_form(
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<MarkForm>,
+) -> Response {
+    let mark = match form.mark.as_str() {
+        "reviewed" => Mark::Reviewed,
+        "false_positive" => Mark::FalsePositive,
+        "not_false_positive" => Mark::NotFalsePositive,
+        _ => return error(StatusCode::BAD_REQUEST, "mark: one of reviewed, false_positive, not_false_positive"),
+    };
+    match review(id.clone(), mark, caller.0).await {
+        Ok(_) => Redirect::to(&format!("/alerts/{id}")).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn mark_api(id: String, mark: Mark, caller: Caller) -> Response {
+    match review(id, mark, caller.0).await {
+        Ok(review) => axum::Json(review).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn false_positive(axum::Extension(caller): axum::Extension<Caller>, Path(id): Path<String>) -> Response {
+    mark_api(id, Mark::FalsePositive, caller).await
+}
+
+async fn not_false_positive(axum::Extension(caller): axum::Extension<Caller>, Path(id): Path<String>) -> Response {
+    mark_api(id, Mark::NotFalsePositive, caller).await
+}
+
+async fn reviewed(axum::Extension(caller): axum::Extension<Caller>, Path(id): Path<String>) -> Response {
+    mark_api(id, Mark::Reviewed, caller).await
+}
+
+#[derive(serde::Deserialize)]
+struct LatestParams {
+    #[serde(default)]
+    boxes: Option<u8>,
+}
+
+async fn latest_jpeg(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    axum::extract::Query(params): axum::extract::Query<LatestParams>,
+) -> Response {
+    let Some(frame) = state.latest.get(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("camera {id}: no analysed frame yet"));
+    };
+    let boxes = params.boxes.unwrap_or(0) != 0;
+    let zones: Vec<Vec<(f32, f32)>> = if boxes {
+        crate::mqtt::objects::zones_for(&state.config.borrow(), &id).into_iter().map(|z| z.polygon).collect()
+    } else {
+        Vec::new()
+    };
+    match tokio::task::spawn_blocking(move || latest::jpeg(&frame, boxes, &zones)).await {
+        Ok(Ok(bytes)) => {
+            ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], bytes).into_response()
+        }
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the frame"),
+    }
+}
+
+/// `root/cameras/front` paths as a nested list.
+fn tree(paths: &[(String, crate::health::board::ChildHealth)]) -> maud::Markup {
+    html! {
+        ul {
+            @for (path, child) in paths {
+                @let depth = path.matches('/').count();
+                li style={ "margin-left:" (depth) "rem" } {
+                    code { (path.rsplit('/').next().unwrap_or(path)) } " "
+                    span class=(if matches!(child.state, crate::health::board::ChildState::Up) { "ok" } else { "bad" }) {
+                        (format!("{:?}", child.state).to_lowercase())
+                    }
+                    @if child.restarts > 0 { " · " (child.restarts) " restarts" }
+                }
+            }
+        }
+    }
+}
+
+/// One line a person reads, from a health board detail.
+fn summary(key: &str, d: &serde_json::Value) -> String {
+    let mb = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
+    let n = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    match key {
+        "process" => format!(
+            "CPU {:.0} %, RSS {:.0} MB, {} threads, {} open files",
+            n(&d["cpu_percent"]),
+            mb(&d["rss_bytes"]),
+            d["threads"],
+            d["open_files"]
+        ),
+        "disk" => format!("{:.0} % used, {:.1} GB free", n(&d["used_percent"]), mb(&d["available_bytes"]) / 1024.0),
+        "store" => format!("{} commits, the last took {:.0} ms", d["commits"], n(&d["last_commit_ms"])),
+        "inference" => format!("{} frames waiting", d["queue_depth"]),
+        _ => d.to_string(),
+    }
+}
+
+async fn system(State(state): State<ApiState>, axum::Extension(caller): axum::Extension<Caller>) -> Response {
+    let report = state.board.report();
+    let children: Vec<_> = state.board.snapshot().into_iter().collect();
+    let details = state.board.details();
+    let components = state.board.components();
+    let points = state.history.points();
+    let body = html! {
+        p { "Health: " @if report.healthy { strong class="ok" { "healthy" } } @else { strong class="bad" { "unhealthy" } } }
+        @if !report.down.is_empty() {
+            ul { @for (path, down) in &report.down { li class="bad" { code { (path) } ": " (serde_json::to_string(down).unwrap_or_default()) } } }
+        }
+        h2 { "CPU and memory, last hour" }
+        (pages::chart(&points))
+        h2 { "Process, disk and store" }
+        table {
+            tbody {
+                @for key in ["process", "disk", "store", "inference"] {
+                    @if let Some(d) = details.get(key) { tr { th scope="row" { (key) } td { (summary(key, d)) } } }
+                }
+            }
+        }
+        h2 { "Supervised children" }
+        table {
+            thead { tr { th { "Child" } th { "State" } th { "Policy" } th { "Restarts" } th { "Last error" } } }
+            tbody {
+                @for (path, child) in &children {
+                    tr {
+                        td { code { (path) } }
+                        td { (format!("{:?}", child.state).to_lowercase()) }
+                        td { (format!("{:?}", child.restart).to_lowercase()) }
+                        td { (child.restarts) }
+                        td { (child.last_error.clone().unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+        h2 { "Components" }
+        table {
+            tbody { @for (path, c) in &components { tr { td { code { (path) } } td { (serde_json::to_string(c).unwrap_or_default()) } } } }
+        }
+        h2 { "Supervision tree" }
+        (tree(&children))
+    };
+    page("System", "/system", &caller, body)
+}
+
+async fn config(State(state): State<ApiState>, axum::Extension(caller): axum::Extension<Caller>) -> Response {
+    // Serialising redacts every secret (see `config::redact`).
+    let running = serde_json::to_value(state.config.borrow().as_ref()).unwrap_or_default();
+    let reload = state.board.details().remove("reload");
+    let body = html! {
+        h2 { "Last reload" }
+        @match &reload {
+            Some(r) => pre { (pages::pretty(r)) },
+            None => p class="muted" { "No reload since the service started (send SIGHUP, or systemctl reload)." },
+        }
+        h2 { "Running configuration (read-only, secrets redacted)" }
+        pre { (pages::pretty(&running)) }
+    };
+    page("Config", "/config", &caller, body)
+}
