@@ -22,7 +22,8 @@ fn main() {
 /// activations churned every frame fragment many arenas that are never
 /// given back (the soak measured +3 to +10 % RSS in 30 minutes). Two arenas
 /// and a fixed threshold, so large blocks are mapped and unmapped whole,
-/// keep it flat (README "Soak"). `MALLOC_ARENA_MAX` and
+/// keep it flatter, and the `resources` actor hands free pages back every
+/// minute (`malloc_trim`; README "Soak"). `MALLOC_ARENA_MAX` and
 /// `MALLOC_MMAP_THRESHOLD_` in the environment still win.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

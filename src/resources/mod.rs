@@ -64,6 +64,7 @@ pub struct ResourceState {
     system: System,
     pid: Pid,
     last_sample: Option<Instant>,
+    last_trim: Instant,
     /// Limits currently exceeded, so each crossing is logged once.
     over: BTreeSet<&'static str>,
     timer: tokio::task::JoinHandle<()>,
@@ -107,6 +108,22 @@ impl Sample {
 
 const TICK: Duration = Duration::from_secs(1);
 
+/// How often freed heap memory is handed back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// glibc keeps the memory freed inside its heaps for reuse, and the frames
+/// and activations churned every frame leave free holes that are never at a
+/// heap's top, so RSS ratchets up over weeks though nothing is in use there
+/// (README "Soak"). `malloc_trim` returns every free page of every arena.
+fn give_back_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages; it takes the allocator's
+    // own locks and has no other precondition.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl Actor for ResourceActor {
     type Msg = ResourceMsg;
     type State = ResourceState;
@@ -124,6 +141,7 @@ impl Actor for ResourceActor {
             system: System::new(),
             pid: Pid::from_u32(std::process::id()),
             last_sample: None,
+            last_trim: Instant::now(),
             over: BTreeSet::new(),
             timer,
         })
@@ -143,6 +161,11 @@ impl Actor for ResourceActor {
             return Ok(());
         }
         state.last_sample = Some(Instant::now());
+        if state.last_trim.elapsed() >= TRIM_EVERY {
+            state.last_trim = Instant::now();
+            // Milliseconds, but it holds the allocator's locks: off the runtime's threads.
+            tokio::task::spawn_blocking(give_back_free_memory).await?;
+        }
         let Some(sample) = sample(state) else {
             return Err("cannot read this process's own statistics".into());
         };
