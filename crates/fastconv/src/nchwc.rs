@@ -497,18 +497,11 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
                 avx512::tile::<OB, PX>(r, ox, false);
                 ox += PX;
             }
-            // What is left of the interior in wide steps too: a lone pixel
-            // loads every weight for one broadcast.
-            if ox + 4 <= hi {
-                avx512::tile::<OB, 4>(r, ox, false);
-                ox += 4;
-            }
-            if ox + 2 <= hi {
-                avx512::tile::<OB, 2>(r, ox, false);
-                ox += 2;
-            }
-            for ox in ox..hi {
-                avx512::tile::<OB, 1>(r, ox, false);
+            // What is left of the interior in one tile of its width: each
+            // tile re-reads the whole weight panel, so 8 pixels as 4 + 2 +
+            // 1 + 1 read it four times.
+            if ox < hi {
+                avx512::tile_of_width(r, OB, ox, hi - ox);
             }
             for ox in hi..r.ow {
                 avx512::tile::<OB, 1>(r, ox, true);
@@ -626,6 +619,28 @@ mod avx512 {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         _mm512_scalef_ps(p, n)
+    }
+
+    /// An interior tile of `blocks` output blocks × `width` pixels (fewer
+    /// than the row's widest tile): the const tile for it.
+    ///
+    /// # Safety
+    /// As [`tile`], unchecked.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_of_width(r: &Rows, blocks: usize, ox: usize, width: usize) {
+        macro_rules! widths {
+            ($($ob:literal: $($n:literal)*;)*) => {
+                match (blocks, width) {
+                    $($(($ob, $n) => unsafe { tile::<$ob, $n>(r, ox, false) },)*)*
+                    _ => unreachable!("no tile of {blocks} blocks × {width} pixels"),
+                }
+            };
+        }
+        widths! {
+            2: 1 2 3 4 5 6 7 8 9 10 11;
+            3: 1 2 3 4 5 6 7;
+            4: 1 2 3 4 5;
+        }
     }
 
     /// The interior tile: `OB` output blocks × `PX` pixels in registers,
