@@ -1,10 +1,10 @@
 //! How CLI commands reach the data: the event store file when the service is
-//! stopped, its loopback HTTP API when it runs (it then owns the file). The
-//! file is never opened by two processes.
+//! stopped, its API when it runs (it then owns the file): over the ops
+//! socket in the data directory, else loopback TCP. The file is never opened
+//! by two processes.
 
 use crate::store::{Query, Store, StoreError};
 use anyhow::Context;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -102,13 +102,12 @@ pub fn call<T: serde::de::DeserializeOwned>(
     timeout: Duration,
 ) -> anyhow::Result<T> {
     let socket = data_dir.join(crate::http::routes::OPS_SOCKET);
-    if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
-        stream.set_read_timeout(Some(timeout))?;
-        let (status, body) = exchange(stream, method, path)?;
-        return answer(path, status, &body);
-    }
-    let (status, body) = request(listen, method, path, timeout)
-        .with_context(|| format!("the event store is in use, but the service does not answer on {listen}"))?;
+    let (status, body) = if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        exchange(Peer::Unix(&socket), method, path, timeout)?
+    } else {
+        request(listen, method, path, timeout)
+            .with_context(|| format!("the event store is in use, but the service does not answer on {listen}"))?
+    };
     answer(path, status, &body)
 }
 
@@ -124,11 +123,9 @@ fn answer<T: serde::de::DeserializeOwned>(path: &str, status: u16, body: &str) -
     serde_json::from_str(body).with_context(|| format!("the service's answer to {path}"))
 }
 
-/// A bare HTTP/1.1 request on loopback: the status and the body as text.
+/// One request on loopback TCP: the status and the body as text.
 pub fn request(listen: &str, method: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
-    let stream = std::net::TcpStream::connect(listen)?;
-    stream.set_read_timeout(Some(timeout))?;
-    exchange(stream, method, path)
+    exchange(Peer::Tcp(listen), method, path, timeout)
 }
 
 /// An ops request (`db-copy`, `compact`) to the running service, over its
@@ -136,24 +133,63 @@ pub fn request(listen: &str, method: &str, path: &str, timeout: Duration) -> any
 /// be listening.
 pub fn call_ops<T: serde::de::DeserializeOwned>(data_dir: &Path, path: &str, timeout: Duration) -> anyhow::Result<T> {
     let socket = data_dir.join(crate::http::routes::OPS_SOCKET);
-    let stream = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
+    let (status, body) = exchange(Peer::Unix(&socket), "POST", path, timeout).with_context(|| {
         format!(
             "the service runs, but its ops socket {} cannot be reached (run as root, its user or its group)",
             socket.display()
         )
     })?;
-    stream.set_read_timeout(Some(timeout))?;
-    let (status, body) = exchange(stream, "POST", path)?;
     answer(path, status, &body)
 }
 
-/// Writes one request on `stream` and reads the whole answer.
-fn exchange(mut stream: impl Read + Write, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").context("bad response from the service")?;
-    let status =
-        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("bad response from the service")?;
-    Ok((status, body.to_owned()))
+/// Where the service answers.
+enum Peer<'a> {
+    Tcp(&'a str),
+    Unix(&'a Path),
+}
+
+/// One HTTP/1.1 exchange with hyper's client, on a runtime of its own (the
+/// CLI is synchronous), within `timeout` from connect to the last byte.
+fn exchange(peer: Peer<'_>, method: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let exchanged = async {
+            match peer {
+                Peer::Tcp(listen) => send(tokio::net::TcpStream::connect(listen).await?, method, path).await,
+                Peer::Unix(socket) => send(tokio::net::UnixStream::connect(socket).await?, method, path).await,
+            }
+        };
+        tokio::time::timeout(timeout, exchanged)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer to {path} within {}", humantime::format_duration(timeout)))?
+    })
+}
+
+async fn send<S>(stream: S, method: &str, path: &str) -> anyhow::Result<(u16, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    // The connection's own task, owned here: it ends when the answer is read
+    // and is aborted if anything fails first.
+    let driver = AbortOnDrop(tokio::spawn(connection));
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    drop(driver);
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
