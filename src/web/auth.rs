@@ -146,6 +146,12 @@ pub async fn login(
         )
             .into_response();
     }
+    // Each check costs argon2's 19 MiB and tens of milliseconds: two at a
+    // time, so a flood of logins cannot take the box's memory.
+    static CHECKING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let Ok(_slot) = CHECKING.acquire().await else {
+        return super::error(StatusCode::SERVICE_UNAVAILABLE, "logins are closed while the service stops");
+    };
     let users = state.auth.users.current();
     let (name, password) = (form.username.clone(), form.password);
     let verified = tokio::task::spawn_blocking(move || users.verify_password(&name, &password)).await.unwrap_or(false);

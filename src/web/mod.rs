@@ -323,3 +323,62 @@ async fn config(State(state): State<ApiState>, axum::Extension(caller): axum::Ex
     };
     page("Config", "/config", &caller, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_is_local_midnight_to_midnight_and_nonsense_is_no_filter() {
+        let (from, to) = day_range("2026-03-02").unwrap();
+        assert!(to - from >= 23 * 3_600_000_000 && to - from <= 25 * 3_600_000_000, "{from} {to}");
+        assert_eq!(pages::local_time(from), "2026-03-02 00:00:00");
+        assert_eq!(day_range("2026-13-40"), None);
+        assert_eq!(day_range("'; drop"), None);
+        assert_eq!(filled("  "), None);
+        assert_eq!(filled(" front "), Some("front".to_owned()));
+    }
+
+    #[test]
+    fn what_the_store_holds_is_escaped_on_the_page() {
+        let alert = crate::store::AlertRecord {
+            id: "01a2302c-a096-70d9-adf1-df50fbde360e".into(),
+            time_us: 1_000_000,
+            rule: "<script>alert(1)</script>".into(),
+            camera: "front\"onload=\"x".into(),
+            class: "person".into(),
+            confidence: 0.5,
+            track_ids: vec![1],
+            distance_m: None,
+            snapshot: "snapshots/a.jpg".into(),
+            review: None,
+        };
+        let page = pages::alerts(&pages::AlertFilters::default(), &[], &[alert], Some(7)).into_string();
+        assert!(!page.contains("<script>") && page.contains("&lt;script&gt;"), "{page}");
+        assert!(!page.contains("front\"onload"), "{page}");
+        assert!(page.contains("name=\"before\" value=\"7\""), "paging to older alerts: {page}");
+    }
+
+    #[test]
+    fn board_details_read_as_sentences() {
+        let process =
+            serde_json::json!({"cpu_percent": 44.3, "rss_bytes": 168_230_912u64, "threads": 13, "open_files": 24});
+        assert_eq!(summary("process", &process), "CPU 44 %, RSS 160 MB, 13 threads, 24 open files");
+        let store = serde_json::json!({"commits": 5, "last_commit_ms": 28.1, "batch": 1});
+        assert_eq!(summary("store", &store), "5 commits, the last took 28 ms");
+    }
+
+    #[test]
+    fn the_chart_scales_both_lines_into_its_box() {
+        use crate::resources::Point;
+        assert!(!pages::chart(&[]).into_string().contains("<svg"));
+        let points: Vec<Point> = (0..4)
+            .map(|i| Point { time: 1000 + i * 10, cpu_percent: 50.0 * i as f64, rss_bytes: (100 + i) << 20 })
+            .collect();
+        let svg = pages::chart(&points).into_string();
+        assert!(svg.contains("<svg") && svg.contains("role=\"img\""), "{svg}");
+        assert!(svg.contains("CPU, max 150 %") && svg.contains("RSS, max 103 MB"), "{svg}");
+        // Time runs left to right over the full width; the highest CPU touches the top margin.
+        assert!(svg.contains("points=\"0.0,160.0 200.0,110.0 400.0,60.0 600.0,10.0\""), "{svg}");
+    }
+}

@@ -37,18 +37,25 @@ button { font-size: 1rem; }
 svg text { font-size: 11px; fill: currentColor; }
 "#;
 
+/// Every page's `<head>`.
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · smart-cctv" }
+            link rel="stylesheet" href="/style.css";
+        }
+    }
+}
+
 /// The page frame: header, navigation (the current page marked) and body.
 pub fn layout(title: &str, current: &str, user: &str, body: Markup) -> Markup {
     let pages = [("/", "Live"), ("/alerts", "Alerts"), ("/system", "System"), ("/config", "Config")];
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · smart-cctv" }
-                link rel="stylesheet" href="/style.css";
-            }
+            (head(title))
             body {
                 header {
                     strong { "smart-cctv" }
@@ -71,12 +78,7 @@ pub fn login(error: Option<&str>, no_users: bool) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in · smart-cctv" }
-                link rel="stylesheet" href="/style.css";
-            }
+            (head("Log in"))
             body {
                 main {
                     form class="login" method="post" action="/login" {
