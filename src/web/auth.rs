@@ -202,4 +202,49 @@ mod tests {
         assert_eq!(loggable("eve\nlogin ok user=root"), "eve?login?ok?user=root");
         assert!(is_open("/healthz") && is_open("/login") && !is_open("/api/alerts") && !is_open("/"));
     }
+
+    /// What a request gets, by the users that exist and how the listener is open.
+    #[tokio::test]
+    async fn pages_and_api_close_once_a_user_exists_or_the_listener_is_opened() {
+        use tower::ServiceExt;
+        let data = tempfile::tempdir().unwrap();
+        let state = |allow_non_loopback: bool| {
+            let mut config = crate::config::load(None).unwrap().config;
+            config.http.allow_non_loopback = allow_non_loopback;
+            let (_tx, rx) = tokio::sync::watch::channel(Arc::new(config));
+            ApiState {
+                data_dir: data.path().to_owned(),
+                board: crate::health::HealthBoard::new(),
+                metrics: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle(),
+                config: rx,
+                store: crate::store::SharedStore::default(),
+                auth: WebAuth::new(data.path()),
+                latest: crate::web::latest::LatestFrames::default(),
+                history: crate::resources::History::default(),
+            }
+        };
+        let ask = |state: ApiState, path: &'static str, host: &'static str| async move {
+            let request =
+                axum::http::Request::get(path).header(header::HOST, host).body(axum::body::Body::empty()).unwrap();
+            let response = crate::http::routes::router(state).oneshot(request).await.unwrap();
+            let location = response.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned());
+            (response.status(), location)
+        };
+        // No user, loopback: as before the page existed.
+        assert_eq!(ask(state(false), "/api/status", "localhost").await.0, StatusCode::OK);
+        assert_eq!(ask(state(false), "/", "127.0.0.1:9810").await.0, StatusCode::OK);
+        // Opened beyond loopback: only scrapes, health and the way in, even with no user.
+        let lan = "192.168.1.5:9810";
+        assert_eq!(ask(state(true), "/api/status", lan).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(ask(state(true), "/", lan).await, (StatusCode::SEE_OTHER, Some("/login".to_owned())));
+        assert_eq!(ask(state(true), "/metrics", lan).await.0, StatusCode::OK);
+        assert_ne!(ask(state(true), "/healthz", lan).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(ask(state(true), "/login", lan).await.0, StatusCode::OK);
+        // A user exists: loopback is closed too.
+        let mut users = super::super::users::UsersFile::default();
+        users.add("ann", "correct horse").unwrap();
+        users.save(&super::super::users::UsersFile::path(data.path())).unwrap();
+        assert_eq!(ask(state(false), "/api/status", "localhost").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(ask(state(false), "/alerts", "localhost").await.1.as_deref(), Some("/login"));
+    }
 }

@@ -37,6 +37,9 @@ impl LatestFrames {
     }
 }
 
+/// The narrowest a frame is scaled to.
+pub const MIN_WIDTH: u32 = 64;
+
 /// Keeps each frame as the latest, then passes it on.
 pub struct KeepLatest {
     pub latest: LatestFrames,
@@ -50,8 +53,15 @@ impl DetectionSink for KeepLatest {
     }
 }
 
-/// JPEG of `frame`, with its boxes (and the camera's `zones`) drawn when asked.
-pub fn jpeg(frame: &LatestFrame, boxes: bool, zones: &[Vec<(f32, f32)>]) -> Result<Vec<u8>, image::ImageError> {
+/// JPEG of `frame`, with its boxes (and the camera's `zones`) drawn when
+/// asked, scaled down to `width` pixels when that is narrower (a phone's
+/// grid of cameras needs a fraction of the bytes).
+pub fn jpeg(
+    frame: &LatestFrame,
+    boxes: bool,
+    zones: &[Vec<(f32, f32)>],
+    width: Option<u32>,
+) -> Result<Vec<u8>, image::ImageError> {
     let drawn;
     let image: &RgbImage = if boxes {
         let mut canvas = (*frame.image).clone();
@@ -67,7 +77,36 @@ pub fn jpeg(frame: &LatestFrame, boxes: bool, zones: &[Vec<(f32, f32)>]) -> Resu
     } else {
         &frame.image
     };
+    let scaled;
+    let image: &RgbImage = match width.map(|w| w.max(MIN_WIDTH)) {
+        Some(w) if w < image.width() => {
+            let h = (u64::from(image.height()) * u64::from(w) / u64::from(image.width())).max(1) as u32;
+            scaled = image::imageops::resize(image, w, h, image::imageops::FilterType::Triangle);
+            &scaled
+        }
+        _ => image,
+    };
     let mut out = std::io::Cursor::new(Vec::new());
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80).encode_image(image)?;
     Ok(out.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_encoded_as_it_is_or_narrower_never_wider() {
+        let image = RgbImage::from_fn(640, 480, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        let frame = LatestFrame { image: Arc::new(image), detections: Vec::new(), captured: SystemTime::now() };
+        let size = |width| {
+            let jpeg = jpeg(&frame, true, &[vec![(10.0, 10.0), (100.0, 10.0), (50.0, 90.0)]], width).unwrap();
+            let decoded = image::load_from_memory(&jpeg).unwrap();
+            (decoded.width(), decoded.height())
+        };
+        assert_eq!(size(None), (640, 480));
+        assert_eq!(size(Some(320)), (320, 240));
+        assert_eq!(size(Some(4000)), (640, 480));
+        assert_eq!(size(Some(1)), (MIN_WIDTH, 48));
+    }
 }

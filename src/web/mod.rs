@@ -201,6 +201,9 @@ async fn reviewed(axum::Extension(caller): axum::Extension<Caller>, Path(id): Pa
 struct LatestParams {
     #[serde(default)]
     boxes: Option<u8>,
+    /// Scale down to this many pixels wide.
+    #[serde(default)]
+    width: Option<u32>,
 }
 
 async fn latest_jpeg(
@@ -217,7 +220,7 @@ async fn latest_jpeg(
     } else {
         Vec::new()
     };
-    match tokio::task::spawn_blocking(move || latest::jpeg(&frame, boxes, &zones)).await {
+    match tokio::task::spawn_blocking(move || latest::jpeg(&frame, boxes, &zones, params.width)).await {
         Ok(Ok(bytes)) => {
             ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], bytes).into_response()
         }

@@ -131,6 +131,9 @@ pub struct CameraCard {
     pub age_seconds: Option<f64>,
 }
 
+/// The first image's width, before the script knows the card's.
+const LIVE_WIDTH: u32 = 480;
+
 pub fn live(cameras: &[CameraCard], recent: &[AlertRecord]) -> Markup {
     html! {
         section aria-labelledby="recent" {
@@ -151,7 +154,7 @@ pub fn live(cameras: &[CameraCard], recent: &[AlertRecord]) -> Markup {
             div class="grid" {
                 @for c in cameras {
                     figure class="card" data-camera=(c.id) {
-                        img class="live" src={ "/api/cameras/" (c.id) "/latest.jpg?boxes=1" } alt={ "Latest frame from camera " (c.id) };
+                        img class="live" src={ "/api/cameras/" (c.id) "/latest.jpg?boxes=1&width=" (LIVE_WIDTH) } alt={ "Latest frame from camera " (c.id) };
                         figcaption {
                             strong { (c.id) } " · "
                             span class="state" { (c.phase) } " · "
@@ -173,11 +176,13 @@ const LIVE_SCRIPT: &str = r#"
 const last = {};
 function refresh(img) {
   const boxes = document.getElementById('boxes').checked ? 1 : 0;
+  // The card's width in device pixels: what the screen can show, no more.
+  const width = Math.round(img.clientWidth * (window.devicePixelRatio || 1)) || 480;
   const cam = img.closest('[data-camera]').dataset.camera;
   const next = new Image();
   next.onload = () => { img.src = next.src; setTimeout(() => refresh(img), 1500); };
   next.onerror = () => setTimeout(() => refresh(img), 3000);
-  next.src = '/api/cameras/' + encodeURIComponent(cam) + '/latest.jpg?boxes=' + boxes + '&t=' + Date.now();
+  next.src = '/api/cameras/' + encodeURIComponent(cam) + '/latest.jpg?boxes=' + boxes + '&width=' + width + '&t=' + Date.now();
 }
 async function status() {
   try {

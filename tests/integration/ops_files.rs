@@ -54,6 +54,7 @@ fn prometheus_rules_cover_the_failures_and_name_real_metrics() {
         "SmartCctvRestartStorm",
         "SmartCctvStoreErrors",
         "SmartCctvSpeakerDown",
+        "SmartCctvLoginFailures",
     ] {
         assert!(names.contains(wanted), "{wanted} missing from {names:?}");
     }
