@@ -448,43 +448,6 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if r.kernel == Kernel::Avx512 && OB == 1 {
-        // SAFETY: as below; one output block, up to 24 pixels in registers.
-        unsafe {
-            for ox in 0..lo {
-                avx512::tile::<1, 1>(r, ox, true);
-            }
-            let mut ox = lo;
-            while ox + 24 <= hi {
-                avx512::tile::<1, 24>(r, ox, false);
-                ox += 24;
-            }
-            if ox + 16 <= hi {
-                avx512::tile::<1, 16>(r, ox, false);
-                ox += 16;
-            }
-            if ox + 8 <= hi {
-                avx512::tile::<1, 8>(r, ox, false);
-                ox += 8;
-            }
-            if ox + 4 <= hi {
-                avx512::tile::<1, 4>(r, ox, false);
-                ox += 4;
-            }
-            if ox + 2 <= hi {
-                avx512::tile::<1, 2>(r, ox, false);
-                ox += 2;
-            }
-            for ox in ox..hi {
-                avx512::tile::<1, 1>(r, ox, false);
-            }
-            for ox in hi..r.ow {
-                avx512::tile::<1, 1>(r, ox, true);
-            }
-        }
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
     if r.kernel == Kernel::Avx512 {
         // SAFETY: the CPU has AVX-512F (the kernel is chosen only then); pixels
         // outside `lo..hi` are checked tap by tap, those inside need not be.
@@ -493,6 +456,13 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
                 avx512::tile::<OB, 1>(r, ox, true);
             }
             let mut ox = lo;
+            if OB == 1 {
+                // One block leaves room for 24 pixels in registers.
+                while ox + 24 <= hi {
+                    avx512::tile::<1, 24>(r, ox, false);
+                    ox += 24;
+                }
+            }
             while ox + PX <= hi {
                 avx512::tile::<OB, PX>(r, ox, false);
                 ox += PX;
@@ -637,6 +607,7 @@ mod avx512 {
             };
         }
         widths! {
+            1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23;
             2: 1 2 3 4 5 6 7 8 9 10 11;
             3: 1 2 3 4 5 6 7;
             4: 1 2 3 4 5;
