@@ -455,9 +455,13 @@ fn booting_on_a_full_disk_streams_and_sounds_then_stores_when_space_returns() {
     let (code, health) = service.get("/healthz");
     assert_eq!(code, 503, "{health}");
     assert!(health.contains("root/storage/store"), "{health}");
-    let (_, status) = service.get("/api/status");
-    let status: Value = serde_json::from_str(&status).unwrap();
-    assert_eq!(status["details"]["camera/walk"]["phase"], "streaming", "{status}");
+    // The camera marks itself streaming on its next tick, which may come
+    // just after the first alert.
+    wait_for("the camera to show streaming", Duration::from_secs(30), || {
+        let (_, status) = service.get("/api/status");
+        let status: Value = serde_json::from_str(&status).ok()?;
+        (status["details"]["camera/walk"]["phase"] == "streaming").then_some(())
+    });
     let sounded_while_full: Vec<String> = service
         .output()
         .lines()
