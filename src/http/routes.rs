@@ -187,32 +187,49 @@ pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Resp
     (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
 }
 
-/// Asks the store actor, wherever it runs now, and answers its reply as JSON.
+/// Asks the store actor, wherever it runs now; its error, or its absence,
+/// as the response to give.
+pub(crate) async fn call_store<T: Send + 'static>(
+    timeout_ms: u64,
+    request: impl FnOnce(ractor::RpcReplyPort<Result<T, String>>) -> StoreMsg,
+) -> Result<T, Response> {
+    let Some(cell) = ractor::registry::where_is(STORE) else {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "the event store is down"));
+    };
+    let store: ractor::ActorRef<StoreMsg> = cell.into();
+    match ractor::call_t!(store, request, timeout_ms) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+/// [`call_store`], its reply as JSON.
 async fn ask_store<T: serde::Serialize + Send + 'static>(
     timeout_ms: u64,
     request: impl FnOnce(ractor::RpcReplyPort<Result<T, String>>) -> StoreMsg,
 ) -> Response {
-    let Some(cell) = ractor::registry::where_is(STORE) else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the event store is down");
-    };
-    let store: ractor::ActorRef<StoreMsg> = cell.into();
-    match ractor::call_t!(store, request, timeout_ms) {
-        Ok(Ok(value)) => Json(value).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+    call_store(timeout_ms, request).await.map_or_else(|e| e, |value| Json(value).into_response())
 }
 
-/// Answers a read of the store, run in its own read transaction.
+/// A read of the store in its own read transaction, off the store actor;
+/// a store that is down is a 503, a failed read a 500.
+pub(crate) async fn store_read<T: Send + 'static>(
+    state: &ApiState,
+    read: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    state.store.read(read).await.map_err(|e| match e {
+        crate::store::shared::ReadError::Down => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        e => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    })
+}
+
+/// [`store_read`], its answer as JSON.
 async fn read_store<T: serde::Serialize + Send + 'static>(
     state: &ApiState,
     read: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Response {
-    match state.store.read(read).await {
-        Ok(value) => Json(value).into_response(),
-        Err(e @ crate::store::shared::ReadError::Down) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    store_read(state, read).await.map_or_else(|e| e, |value| Json(value).into_response())
 }
 
 /// Stored alerts, oldest first, as JSON.

@@ -8,7 +8,7 @@ pub mod pages;
 pub mod sessions;
 pub mod users;
 
-use crate::http::routes::{ApiState, error};
+use crate::http::routes::{ApiState, call_store, error, store_read as read};
 use crate::store::{Mark, Query};
 use auth::Caller;
 use axum::Router;
@@ -43,14 +43,6 @@ async fn style() -> Response {
 
 fn page(title: &str, current: &str, caller: &Caller, body: maud::Markup) -> Response {
     Html(pages::layout(title, current, &caller.0, body).into_string()).into_response()
-}
-
-/// Reads the store off its actor; a store that is down is a 503 page.
-async fn read<T: Send + 'static>(
-    state: &ApiState,
-    read: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, Response> {
-    state.store.read(read).await.map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))
 }
 
 async fn live(State(state): State<ApiState>, axum::Extension(caller): axum::Extension<Caller>) -> Response {
@@ -144,16 +136,8 @@ async fn alert_page(
 
 /// Asks the store actor to record a verdict.
 async fn review(id: String, mark: Mark, by: String) -> Result<crate::store::AlertReview, Response> {
-    let Some(cell) = ractor::registry::where_is(crate::store::actor::NAME) else {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "the event store is down"));
-    };
-    let store: ractor::ActorRef<crate::store::actor::StoreMsg> = cell.into();
-    match ractor::call_t!(store, crate::store::actor::StoreMsg::Review, 10_000, id, mark, by) {
-        Ok(Ok(Some(review))) => Ok(review),
-        Ok(Ok(None)) => Err(error(StatusCode::NOT_FOUND, "no such alert")),
-        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
-        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
-    }
+    let request = |reply| crate::store::actor::StoreMsg::Review(id, mark, by, reply);
+    call_store(10_000, request).await?.ok_or_else(|| error(StatusCode::NOT_FOUND, "no such alert"))
 }
 
 #[derive(serde::Deserialize)]

@@ -1003,25 +1003,21 @@ mod tests {
     #[test]
     fn a_lent_pool_follows_the_pass_not_the_thread() {
         let home = std::sync::Mutex::new(Vec::new());
-        let first = std::thread::scope(|s| {
-            s.spawn(|| {
-                let _lent = LentPool::lend(&home);
-                let a = Blocked::for_overwrite(16, 30, 30);
-                a.data.as_ptr() as usize
+        // One pass on a thread of its own: where its buffer was.
+        let pass_on_a_new_thread = || {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let _lent = LentPool::lend(&home);
+                    let a = Blocked::for_overwrite(16, 30, 30);
+                    a.data.as_ptr() as usize
+                })
+                .join()
+                .unwrap()
             })
-            .join()
-            .unwrap()
-        });
+        };
+        let first = pass_on_a_new_thread();
         assert_eq!(home.lock().unwrap().len(), 1);
-        let second = std::thread::scope(|s| {
-            s.spawn(|| {
-                let _lent = LentPool::lend(&home);
-                let a = Blocked::for_overwrite(16, 30, 30);
-                a.data.as_ptr() as usize
-            })
-            .join()
-            .unwrap()
-        });
+        let second = pass_on_a_new_thread();
         assert_eq!(first, second, "the buffer was not reused across threads");
         assert_eq!(home.lock().unwrap().len(), 1);
     }
