@@ -246,6 +246,7 @@ mod tests {
             auth: crate::web::auth::WebAuth::new(&std::env::temp_dir()),
             latest: crate::web::latest::LatestFrames::default(),
             history: crate::resources::History::default(),
+            cluster: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -15,6 +15,7 @@ pub mod alerts;
 pub mod base;
 pub mod calibration;
 pub mod camera;
+pub mod cluster;
 pub mod cmds;
 pub mod coco;
 pub mod config;

@@ -48,6 +48,8 @@ pub enum AlertsMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for AlertsMsg {}
+
 /// How long a stopping actor gives the recorder to store what it holds.
 const RECORDER_STOP: Duration = Duration::from_secs(3);
 

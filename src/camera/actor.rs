@@ -80,6 +80,8 @@ pub enum CameraMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for CameraMsg {}
+
 /// A camera as `cameras` status and the API report it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CameraStatus {

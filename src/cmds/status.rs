@@ -94,6 +94,9 @@ pub fn render(status: &Value) -> String {
         };
         let _ = writeln!(out, "{:<22} {:<13}{extra}{}", path, state(c), error(c));
     }
+    if let Some(cluster) = status.get("cluster").filter(|c| c.is_object()) {
+        render_cluster(cluster, &mut out);
+    }
     if let Some(p) = details.get("process") {
         let _ = writeln!(
             out,
@@ -112,4 +115,38 @@ pub fn render(status: &Value) -> String {
         status["children"].as_object().map_or(0, |c| c.len())
     );
     out
+}
+
+/// The cluster's nodes as this node sees them.
+fn render_cluster(cluster: &Value, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "\nnode {} ({}), listening on {}, {} frames served for other nodes",
+        cluster["node"].as_str().unwrap_or("?"),
+        cluster["role"].as_str().unwrap_or("?"),
+        cluster["listen"].as_str().unwrap_or("?"),
+        cluster["frames_served"].as_u64().unwrap_or(0)
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:<10} {:<6} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7}",
+        "NODE", "ROLE", "STATE", "RTT", "WORKERS", "SENT", "RECEIVED", "FAILED", "SERVED"
+    );
+    for peer in cluster["peers"].as_array().into_iter().flatten() {
+        let rtt = peer["rtt_ms"].as_f64().map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
+        let reason = peer["reason"].as_str().map(|r| format!("  {r}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<22} {:<10} {:<6} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7}{reason}",
+            peer["name"].as_str().unwrap_or("?"),
+            peer["role"].as_str().unwrap_or("?"),
+            if peer["up"].as_bool() == Some(true) { "up" } else { "DOWN" },
+            rtt,
+            peer["workers"].as_u64().unwrap_or(0),
+            peer["frames_sent"].as_u64().unwrap_or(0),
+            peer["frames_received"].as_u64().unwrap_or(0),
+            peer["frames_failed"].as_u64().unwrap_or(0),
+            peer["frames_served"].as_u64().unwrap_or(0),
+        );
+    }
 }

@@ -68,6 +68,12 @@ impl ConfigDiff {
                 "the data directory cannot change on reload; restart the service",
             ));
         }
+        if old.cluster != new.cluster {
+            fixed.push(Problem::new(
+                "cluster",
+                "the cluster section cannot change on reload (nodes, roles and the cookie): needs a restart",
+            ));
+        }
         if !fixed.is_empty() {
             return Err(fixed);
         }

@@ -7,8 +7,10 @@
 //!   overrides, layered with the `config` crate, and the embedded default;
 //! - `validate.rs`: every semantic problem, each with its key path;
 //! - `secret.rs`: camera URLs that never print their password;
-//! - `diff.rs`: what a reload changes.
+//! - `diff.rs`: what a reload changes;
+//! - `cluster.rs`: this box's place among several.
 
+pub mod cluster;
 pub mod diff;
 pub mod limits;
 pub mod load;
@@ -16,6 +18,7 @@ pub mod model;
 pub mod secret;
 pub mod validate;
 
+pub use cluster::{ClusterConfig, Role};
 pub use diff::ConfigDiff;
 pub use load::{ConfigError, LoadedConfig, Problem, load};
 pub use model::*;

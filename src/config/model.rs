@@ -38,6 +38,9 @@ pub struct Config {
     /// MQTT and Home Assistant; no section, no MQTT at all.
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// Camera and inference nodes on several boxes; no section, one box.
+    #[serde(default)]
+    pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
 /// The MQTT broker, the topics under `topic_prefix` (Frigate's layout), and

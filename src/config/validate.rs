@@ -39,6 +39,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if let Some(mqtt) = &config.mqtt {
         self::mqtt(mqtt, &mut p);
     }
+    if let Some(cluster) = &config.cluster {
+        super::cluster::validate(cluster, &mut p);
+    }
     if config.storage.data_dir.as_os_str().is_empty() {
         p.push(Problem::new("storage.data_dir", "must not be empty"));
     }

@@ -55,6 +55,8 @@ pub enum HealthMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for HealthMsg {}
+
 /// How often transitions are handed to the store (disk use is read every
 /// `health.interval`).
 const COLLECT_INTERVAL: Duration = Duration::from_secs(1);

@@ -226,7 +226,7 @@ impl HealthBoard {
     }
 }
 
-mod unix_seconds {
+pub(crate) mod unix_seconds {
     use serde::Serializer;
     use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -36,6 +36,8 @@ pub enum HttpMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for HttpMsg {}
+
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

@@ -30,6 +30,8 @@ pub struct ApiState {
     pub latest: crate::web::latest::LatestFrames,
     /// CPU and RSS over the last hour.
     pub history: crate::resources::History,
+    /// This node and its peers, when the config has a `cluster` section.
+    pub cluster: Option<crate::cluster::ClusterView>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -151,6 +153,7 @@ async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
         "children": state.board.snapshot(),
         "components": state.board.components(),
         "details": state.board.details(),
+        "cluster": state.cluster.as_ref().map(|c| c.status()),
     }))
 }
 

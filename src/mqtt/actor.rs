@@ -65,6 +65,8 @@ pub enum MqttMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for MqttMsg {}
+
 /// How long a stopping actor waits for `stopped` and the disconnect to go out.
 const STOP_BUDGET: Duration = Duration::from_secs(2);
 /// Requests rumqttc holds between the pump and the socket.

@@ -35,6 +35,8 @@ pub enum LoaderMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for LoaderMsg {}
+
 const RETRY: Backoff =
     Backoff { initial: Duration::from_secs(5), max: Duration::from_secs(300), multiplier: 2.0, jitter: 0.2 };
 

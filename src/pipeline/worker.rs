@@ -28,6 +28,8 @@ pub enum WorkerMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for WorkerMsg {}
+
 impl Actor for InferenceWorker {
     type Msg = WorkerMsg;
     type State = WorkerArgs;

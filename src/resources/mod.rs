@@ -76,6 +76,8 @@ pub enum ResourceMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for ResourceMsg {}
+
 /// One sample of this process.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Sample {

@@ -44,6 +44,8 @@ pub enum RetentionMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for RetentionMsg {}
+
 const TICK: Duration = Duration::from_secs(1);
 /// Disk-pressure mode frees down to this many points under the critical threshold.
 const PRESSURE_MARGIN_PERCENT: f64 = 5.0;

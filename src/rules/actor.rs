@@ -38,6 +38,8 @@ pub enum RuleMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for RuleMsg {}
+
 impl Actor for RuleActor {
     type Msg = RuleMsg;
     type State = RuleState;

@@ -94,6 +94,16 @@ pub async fn run(opts: ServiceOptions) -> Result<i32, ServiceError> {
 
     let policy = SupervisionPolicy::load(opts.supervision_path.as_deref()).map_err(ServiceError::Policy)?;
     policy.check_components(topology::COMPONENTS, topology::DYNAMIC).map_err(ServiceError::Policy)?;
+    // A policy written before clusters would leave the section silently unused.
+    if config.cluster.is_some() && !policy.root.children.iter().any(|c| c.id == "cluster") {
+        return Err(ServiceError::Policy(vec![crate::supervision::policy::PolicyError {
+            file: policy.source.clone(),
+            key: "root.children".into(),
+            message: "the config has a `cluster` section but this policy has no `cluster` child; \
+                      add one before `detector` (see the supervision.toml shipped with this version)"
+                .into(),
+        }]));
+    }
     tracing::info!(source = %policy.source, "supervision tree: {policy}");
 
     let metrics = crate::telemetry::metrics::install()?;

@@ -6,7 +6,11 @@
 use crate::alerts::actor::{AlertsActor, AlertsArgs, NAME as ALERTS};
 use crate::calibration::Calibration;
 use crate::camera::{CameraActor, CameraArgs, FrameSink};
-use crate::config::{AlertRuleConfig, CameraConfig, Config};
+use crate::cluster::ClusterView;
+use crate::cluster::dispatch::{DispatchArgs, Dispatcher};
+use crate::cluster::node::{ClusterArgs, ClusterNode};
+use crate::cluster::server::{LocalNode, RemoteWorker};
+use crate::config::{AlertRuleConfig, CameraConfig, Config, Role};
 use crate::health::HealthBoard;
 use crate::health::actor::{HealthActor, HealthArgs, interval_from_env};
 use crate::http::{ApiState, HttpArgs, HttpServer};
@@ -32,7 +36,7 @@ use tokio::sync::watch;
 
 /// Component ids a `supervision.toml` leaf may name.
 pub const COMPONENTS: &[&str] =
-    &["health", "resources", "retention", "http", "mqtt", "store", "detector", "alerts", "tracker"];
+    &["health", "resources", "retention", "http", "mqtt", "store", "detector", "alerts", "tracker", "cluster"];
 /// Supervisors whose children come from the config.
 pub const DYNAMIC: &[&str] = &["cameras", "inference", "rules", "speakers"];
 
@@ -72,6 +76,8 @@ pub struct Components {
     pub latest: crate::web::latest::LatestFrames,
     /// CPU and RSS over the last hour, kept by `resources`.
     pub history: crate::resources::History,
+    /// This node's place in a cluster, when the config has one.
+    pub cluster: Option<ClusterView>,
 }
 
 impl Components {
@@ -88,6 +94,7 @@ impl Components {
         let latest = crate::web::latest::LatestFrames::default();
         let auth = crate::web::auth::WebAuth::new(&data_dir);
         let detections = crate::web::latest::KeepLatest { latest: latest.clone(), next: Arc::new(ToTracker) };
+        let cluster = config.borrow().cluster.clone().map(ClusterView::new);
         Self {
             board,
             metrics,
@@ -106,7 +113,13 @@ impl Components {
             auth,
             latest,
             history: crate::resources::History::default(),
+            cluster,
         }
+    }
+
+    /// What this node runs: everything, unless a cluster role says less.
+    fn role(&self) -> Role {
+        self.cluster.as_ref().map_or(Role::All, ClusterView::role)
     }
 
     /// Camera frames pass the motion gates, then queue for inference.
@@ -132,9 +145,11 @@ impl Components {
 /// Specs for a supervisor's children, nested supervisors included.
 /// Ids were checked against [`COMPONENTS`] and [`DYNAMIC`] when the policy was loaded.
 pub fn child_specs(policy: &SupervisorPolicy, path: &str, components: &Components) -> Vec<ChildSpec> {
+    let role = components.role();
     policy
         .children
         .iter()
+        .filter(|child| runs_on(role, &child.id))
         .filter_map(|child| {
             let start = match &child.supervisor {
                 Some(sub) => Some(start_supervisor(
@@ -149,6 +164,16 @@ pub fn child_specs(policy: &SupervisorPolicy, path: &str, components: &Component
             start.map(|s| child.spec(s))
         })
         .collect()
+}
+
+/// Whether a root child runs on a node of `role`: an inference node runs
+/// only what serves and watches its workers; an edge has no detector.
+fn runs_on(role: Role, id: &str) -> bool {
+    match role {
+        Role::All => true,
+        Role::Edge => id != "detector",
+        Role::Inference => matches!(id, "health" | "resources" | "http" | "cluster" | "detector" | "inference"),
+    }
 }
 
 fn start_supervisor(
@@ -274,10 +299,16 @@ pub fn speaker_spec(speaker: &crate::config::SpeakerConfig, components: &Compone
     dynamic_child(id, components, start)
 }
 
+/// The `inference` supervisor's children: local workers on the shared
+/// queue, and in a cluster, remote workers serving other nodes and
+/// dispatchers sending this node's frames to them, as the role says.
 fn worker_specs(components: &Components) -> Vec<ChildSpec> {
-    let workers = components.config.borrow().processing.detection.workers;
-    (0..workers)
-        .map(|i| {
+    let config = components.config.borrow().clone();
+    let workers = config.processing.detection.workers;
+    let role = components.role();
+    let mut specs = Vec::new();
+    if role == Role::All {
+        for i in 0..workers {
             let c = components.clone();
             let start: StartFn = Arc::new(move |parent| {
                 let args =
@@ -286,14 +317,74 @@ fn worker_specs(components: &Components) -> Vec<ChildSpec> {
                     async move { Ok(Actor::spawn_linked(None, InferenceWorker, args, parent).await?.0.get_cell()) },
                 )
             });
-            dynamic_child(format!("worker-{i}"), components, start)
-        })
-        .collect()
+            specs.push(dynamic_child(format!("worker-{i}"), components, start));
+        }
+    }
+    let Some(cluster) = &components.cluster else { return specs };
+    if role.has_workers() {
+        let local = local_node(cluster, components, workers as u32);
+        for i in 0..workers {
+            let local = local.clone();
+            let start: StartFn = Arc::new(move |parent| {
+                let local = local.clone();
+                Box::pin(async move { Ok(Actor::spawn_linked(None, RemoteWorker, local, parent).await?.0.get_cell()) })
+            });
+            specs.push(dynamic_child(format!("remote-worker-{i}"), components, start));
+        }
+    }
+    if role.has_cameras() {
+        for i in 0..cluster.config.in_flight {
+            let c = components.clone();
+            let settings = cluster.config.clone();
+            let size = config.processing.detection.size;
+            let start: StartFn = Arc::new(move |parent| {
+                let args = DispatchArgs {
+                    node: settings.node_name.clone(),
+                    queue: c.frames.clone(),
+                    output: c.detections.clone(),
+                    peers: c.cluster.as_ref().map(|v| v.peers.clone()).unwrap_or_default(),
+                    size,
+                    encoding: settings.frame_encoding,
+                    deadline: settings.inference_deadline,
+                    local: (settings.role == Role::All).then(|| c.detector.clone()),
+                };
+                Box::pin(async move { Ok(Actor::spawn_linked(None, Dispatcher, args, parent).await?.0.get_cell()) })
+            });
+            specs.push(dynamic_child(format!("dispatch-{i}"), components, start));
+        }
+    }
+    specs
+}
+
+/// What this node says of itself to the others.
+fn local_node(cluster: &ClusterView, components: &Components, workers: u32) -> LocalNode {
+    LocalNode {
+        name: cluster.config.node_name.clone(),
+        role: cluster.role(),
+        workers: if cluster.role().has_workers() { workers } else { 0 },
+        detector: components.detector.clone(),
+        stats: cluster.stats.clone(),
+        peers: cluster.peers.clone(),
+    }
 }
 
 fn start_component(id: &str, components: &Components) -> Option<StartFn> {
     let c = components.clone();
     let start: StartFn = match id {
+        "cluster" => {
+            // No `cluster` section: a single box, and no cluster node.
+            let cluster = c.cluster.clone()?;
+            let workers = c.config.borrow().processing.detection.workers as u32;
+            Arc::new(move |parent| {
+                let args = ClusterArgs {
+                    config: cluster.config.clone(),
+                    peers: cluster.peers.clone(),
+                    board: c.board.clone(),
+                    local: local_node(&cluster, &c, workers),
+                };
+                Box::pin(async move { Ok(Actor::spawn_linked(None, ClusterNode, args, parent).await?.0.get_cell()) })
+            })
+        }
         "health" => Arc::new(move |parent| {
             let (interval, systemd) = interval_from_env();
             let args = HealthArgs {
@@ -329,6 +420,7 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
                 auth: c.auth.clone(),
                 latest: c.latest.clone(),
                 history: c.history.clone(),
+                cluster: c.cluster.clone(),
             };
             Box::pin(async move {
                 // Validation already parsed it; this only guards a programming error.

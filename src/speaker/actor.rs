@@ -41,6 +41,8 @@ pub enum SpeakerMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for SpeakerMsg {}
+
 pub struct SpeakerState {
     config: SpeakerConfig,
     board: HealthBoard,

@@ -65,6 +65,8 @@ pub enum StoreMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for StoreMsg {}
+
 /// When the last commit succeeded, Unix milliseconds (0: none yet).
 static LAST_COMMIT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 

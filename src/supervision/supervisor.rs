@@ -51,6 +51,8 @@ pub enum SupervisorMsg {
     Children(RpcReplyPort<Vec<ChildReport>>),
 }
 
+impl ractor::Message for SupervisorMsg {}
+
 /// One child as `Children` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChildReport {

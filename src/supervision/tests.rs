@@ -25,6 +25,8 @@ enum ProbeMsg {
     Finish,
 }
 
+impl ractor::Message for ProbeMsg {}
+
 struct ProbeArgs {
     id: &'static str,
     events: mpsc::UnboundedSender<Event>,

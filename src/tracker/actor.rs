@@ -42,6 +42,8 @@ pub enum TrackerMsg {
     Fault(crate::faults::Fault),
 }
 
+impl ractor::Message for TrackerMsg {}
+
 /// Hands detections to the tracker actor, wherever it currently runs.
 #[derive(Debug, Default)]
 pub struct ToTracker;

@@ -221,6 +221,7 @@ mod tests {
                 auth: WebAuth::new(data.path()),
                 latest: crate::web::latest::LatestFrames::default(),
                 history: crate::resources::History::default(),
+                cluster: None,
             }
         };
         let ask = |state: ApiState, path: &'static str, host: &'static str| async move {

@@ -8,6 +8,7 @@
 mod alerts;
 mod broker;
 mod cameras;
+mod cluster;
 mod config_validate;
 mod detect;
 mod faults;
@@ -54,6 +55,7 @@ fn main() -> std::process::ExitCode {
     let modules = [
         alerts::tests,
         cameras::tests,
+        cluster::tests,
         config_validate::tests,
         detect::tests,
         faults::tests,

@@ -1,0 +1,168 @@
+//! Camera and inference nodes as separate processes on loopback: frames
+//! cross to the inference node, detections and alerts come back to the edge,
+//! and the edge lives through the inference node's death and return.
+
+use crate::support::*;
+use std::time::Duration;
+
+crate::tests![
+    an_edge_detects_on_an_inference_node_and_lives_through_its_death needs [RealFixtures],
+    a_peer_with_the_wrong_cookie_is_refused,
+    an_all_node_shares_its_frames_with_an_inference_node needs [RealFixtures],
+];
+
+const WAIT: Duration = Duration::from_secs(90);
+const COOKIE: &str = "a-cluster-cookie-of-some-length";
+
+/// The sum of every series of `name` whose labels contain each of `labels`.
+fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            (rest.is_empty() || rest.starts_with('{')).then_some(())?;
+            labels.iter().all(|want| rest.contains(want)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+fn metrics(service: &Service) -> String {
+    service.get("/metrics").1
+}
+
+fn cluster_section(name: &str, port: u16, role: &str, peers: &[u16], cookie: &str) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    format!(
+        "cluster:\n  node_name: {name}\n  listen: \"127.0.0.1:{port}\"\n  peers: [{}]\n  cookie: \"{cookie}\"\n  role: {role}\n  inference_deadline: 5s\n",
+        peers.join(", ")
+    )
+}
+
+/// An inference node: no cameras, the model, one worker.
+fn inference_node(model: &std::path::Path, port: u16, cookie: &str) -> Service {
+    let config = format!(
+        "cameras: []\nprocessing:\n  detection:\n    model: {}\n    size: 320\n    workers: 1\nhttp:\n  listen: \"{{listen}}\"\n{}",
+        model.display(),
+        cluster_section("infer-1", port, "inference", &[], cookie)
+    );
+    Service::start(&config, &[])
+}
+
+/// A node with the walking clip, the motion gate off, and a person rule.
+fn camera_node(name: &str, role: &str, port: u16, peers: &[u16], workers: usize) -> Service {
+    let fixtures = crate::fixtures::real();
+    let config = format!(
+        "cameras:\n  - id: walk\n    url: file://{}\nprocessing:\n  detection:\n    model: {}\n    size: 320\n    workers: {workers}\n  motion:\n    enabled: false\n\
+         alert_rules:\n  - name: person\n    conditions:\n      classes: [person]\n    cooldown: 5s\n\
+         http:\n  listen: \"{{listen}}\"\n{}",
+        fixtures.join("video/people_walking_640x480_15fps_10s.mp4").display(),
+        fixtures.join("yolov8n/yolov8n.safetensors").display(),
+        cluster_section(name, port, role, peers, COOKIE)
+    );
+    Service::start(&config, &[])
+}
+
+fn status(service: &Service) -> serde_json::Value {
+    serde_json::from_str(&service.get("/api/status").1).unwrap()
+}
+
+fn peer(service: &Service, name: &str) -> Option<serde_json::Value> {
+    status(service)["cluster"]["peers"].as_array()?.iter().find(|p| p["name"] == name).cloned()
+}
+
+fn an_edge_detects_on_an_inference_node_and_lives_through_its_death() {
+    let (inference_port, edge_port) = (free_port(), free_port());
+    let weights = crate::fixtures::real().join("yolov8n/yolov8n.safetensors");
+    let mut inference = inference_node(&weights, inference_port, COOKIE);
+    inference.wait_healthy(WAIT);
+    let edge = camera_node("edge-1", "edge", edge_port, &[inference_port], 1);
+
+    // Detections are computed on the inference node and come back as alerts.
+    wait_for("frames served for edge-1", WAIT, || {
+        let served = sum(&metrics(&inference), "smart_cctv_cluster_frames_total", &["node=\"edge-1\"", "served"]);
+        (served >= 10.0).then_some(())
+    });
+    wait_for("detections back on the edge", WAIT, || {
+        let sent = sum(&metrics(&edge), "smart_cctv_cluster_frames_total", &["node=\"infer-1\"", "sent"]);
+        (sent >= 10.0).then_some(())
+    });
+    wait_for("an alert on the edge", WAIT, || {
+        let alerts: serde_json::Value = serde_json::from_str(&edge.get("/api/alerts").1).ok()?;
+        alerts.as_array().is_some_and(|a| !a.is_empty()).then_some(())
+    });
+    let text = metrics(&edge);
+    assert_eq!(sum(&text, "smart_cctv_inference_seconds_count", &[]), 0.0, "the edge ran the model itself");
+    assert!(sum(&metrics(&inference), "smart_cctv_inference_seconds_count", &[]) >= 10.0);
+    let seen = peer(&edge, "infer-1").expect("the edge lists infer-1");
+    assert_eq!(seen["up"], true, "{seen}");
+    assert_eq!(seen["role"], "inference", "{seen}");
+    assert!(seen["rtt_ms"].as_f64().is_some(), "{seen}");
+    assert_eq!(edge.get("/healthz").0, 200);
+
+    // The inference node dies: the edge names it, counts what it cannot place,
+    // and its camera keeps streaming.
+    inference.kill_hard();
+    wait_for("the edge to name infer-1 down", WAIT, || {
+        let (code, body) = edge.get("/healthz");
+        (code == 503 && body.contains("cluster/infer-1")).then_some(())
+    });
+    let lost = |edge: &Service| sum(&metrics(edge), "smart_cctv_frames_lost_total", &["reason=\"no_worker\""]);
+    let before = lost(&edge);
+    wait_for("frames counted as having no worker", WAIT, || (lost(&edge) >= before + 10.0).then_some(()));
+    assert_eq!(status(&edge)["components"]["camera/walk"]["state"], "streaming");
+
+    // It comes back: detections resume with no restart of the edge.
+    let sent = |edge: &Service| sum(&metrics(edge), "smart_cctv_cluster_frames_total", &["node=\"infer-1\"", "sent"]);
+    let sent_before = sent(&edge);
+    inference.restart();
+    wait_for("detections to resume through infer-1", WAIT, || (sent(&edge) >= sent_before + 10.0).then_some(()));
+    wait_for("the edge to be healthy again", WAIT, || (edge.get("/healthz").0 == 200).then_some(()));
+    assert!(peer(&edge, "infer-1").unwrap()["up"] == true);
+}
+
+fn a_peer_with_the_wrong_cookie_is_refused() {
+    let (inference_port, edge_port) = (free_port(), free_port());
+    let inference = inference_node(&crate::fixtures::random_model(), inference_port, "the-right-cookie-0123456789");
+    inference.wait_healthy(WAIT);
+    let config = format!(
+        "cameras: []\nprocessing:\n  detection:\n    model: {}\nhttp:\n  listen: \"{{listen}}\"\n{}",
+        crate::fixtures::random_model().display(),
+        cluster_section("edge-1", edge_port, "edge", &[inference_port], "a-wrong-cookie-0123456789")
+    );
+    let edge = Service::start(&config, &[]);
+    let address = format!("127.0.0.1:{inference_port}");
+    wait_for("the inference node to log the refusal", WAIT, || {
+        inference.output().contains("did not authenticate").then_some(())
+    });
+    wait_for("the edge to show the peer refused", WAIT, || {
+        let seen = peer(&edge, &address)?;
+        (seen["up"] == false && seen["reason"].as_str()?.contains("cookie")).then_some(())
+    });
+    let (code, body) = edge.get("/healthz");
+    assert_eq!(code, 503);
+    assert!(body.contains(&format!("cluster/{address}")), "{body}");
+    assert!(sum(&metrics(&inference), "smart_cctv_cluster_refused_total", &[]) >= 1.0);
+    let listed = status(&inference)["cluster"]["peers"].as_array().cloned().unwrap_or_default();
+    assert!(listed.iter().all(|p| p["name"] != "edge-1"), "a refused node is not a peer: {listed:?}");
+    assert!(!inference.output().contains("a-wrong-cookie") && !edge.output().contains("a-wrong-cookie"));
+}
+
+fn an_all_node_shares_its_frames_with_an_inference_node() {
+    let (inference_port, all_port) = (free_port(), free_port());
+    let weights = crate::fixtures::real().join("yolov8n/yolov8n.safetensors");
+    let inference = inference_node(&weights, inference_port, COOKIE);
+    inference.wait_healthy(WAIT);
+    let all = camera_node("box-1", "all", all_port, &[inference_port], 1);
+    all.wait_healthy(WAIT);
+    // Both run frames: the local worker and the inference node each take the
+    // next one when they are free.
+    wait_for("frames run on both nodes", WAIT, || {
+        let remote = sum(&metrics(&inference), "smart_cctv_cluster_frames_total", &["node=\"box-1\"", "served"]);
+        let local = sum(&metrics(&all), "smart_cctv_inference_seconds_count", &[]);
+        (remote >= 10.0 && local >= 10.0).then_some(())
+    });
+    let seen = peer(&all, "infer-1").unwrap();
+    assert_eq!(seen["frames_failed"], 0, "{seen}");
+    assert_eq!(all.get("/healthz").0, 200);
+}
