@@ -9,6 +9,7 @@ crate::tests![
     an_edge_detects_on_an_inference_node_and_lives_through_its_death needs [RealFixtures],
     a_peer_with_the_wrong_cookie_is_refused,
     an_all_node_shares_its_frames_with_an_inference_node needs [RealFixtures],
+    a_cut_link_between_two_hosts_is_a_loss_and_its_repair_a_return needs [RealFixtures, NetNamespaces],
 ];
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -165,4 +166,93 @@ fn an_all_node_shares_its_frames_with_an_inference_node() {
     let seen = peer(&all, "infer-1").unwrap();
     assert_eq!(seen["frames_failed"], 0, "{seen}");
     assert_eq!(all.get("/healthz").0, 200);
+}
+
+/// Two private hosts (network namespaces joined by a veth), torn down on drop.
+struct HostPair {
+    name: String,
+    script: std::path::PathBuf,
+}
+
+impl HostPair {
+    fn up() -> Self {
+        let script = crate::fixtures::shared_testbed().join("netns-pair");
+        let name = format!("sc{}", std::process::id() % 100_000);
+        let pair = Self { name, script };
+        pair.run("up");
+        pair
+    }
+
+    fn run(&self, verb: &str) {
+        let status = std::process::Command::new(&self.script).args([verb, &self.name]).output().unwrap();
+        assert!(status.status.success(), "netns-pair {verb}: {}", String::from_utf8_lossy(&status.stderr));
+    }
+
+    fn namespace(&self, side: &str) -> String {
+        format!("{}-{side}", self.name)
+    }
+}
+
+impl Drop for HostPair {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.script).args(["down", &self.name]).status();
+    }
+}
+
+/// `/api/status` through the ops socket: the service's HTTP port is on the
+/// loopback of its own namespace, its data directory is on the shared disk.
+fn status_via_socket(service: &Service) -> Option<serde_json::Value> {
+    // The socket answers first; the TCP address is never tried while it does.
+    let unreachable = "127.0.0.1:1";
+    smart_cctv::cmds::service_api::call(&service.data_dir(), unreachable, "GET", "/api/status", Duration::from_secs(5))
+        .ok()
+}
+
+fn peer_via_socket(service: &Service, name: &str) -> Option<serde_json::Value> {
+    status_via_socket(service)?["cluster"]["peers"].as_array()?.iter().find(|p| p["name"] == name).cloned()
+}
+
+fn a_cut_link_between_two_hosts_is_a_loss_and_its_repair_a_return() {
+    let pair = HostPair::up();
+    let fixtures = crate::fixtures::real();
+    let weights = fixtures.join("yolov8n/yolov8n.safetensors");
+    let (a, b) = (pair.namespace("a"), pair.namespace("b"));
+    let inference_config = format!(
+        "cameras: []\nprocessing:\n  detection:\n    model: {}\n    size: 320\nhttp:\n  listen: \"{{listen}}\"\n\
+         cluster:\n  node_name: infer-1\n  listen: \"10.77.0.2:9820\"\n  cookie: \"{COOKIE}\"\n  role: inference\n",
+        weights.display()
+    );
+    let inference = Service::start_wrapped(&["ip", "netns", "exec", &b], &inference_config, &[]);
+    let edge_config = format!(
+        "cameras:\n  - id: walk\n    url: file://{}\nprocessing:\n  detection:\n    model: {}\n    size: 320\n  motion:\n    enabled: false\n\
+         http:\n  listen: \"{{listen}}\"\n\
+         cluster:\n  node_name: edge-1\n  listen: \"10.77.0.1:9820\"\n  peers: [\"10.77.0.2:9820\"]\n  cookie: \"{COOKIE}\"\n  role: edge\n",
+        fixtures.join("video/people_walking_640x480_15fps_10s.mp4").display(),
+        weights.display()
+    );
+    let edge = Service::start_wrapped(&["ip", "netns", "exec", &a], &edge_config, &[]);
+    let received = |edge: &Service| peer_via_socket(edge, "infer-1").and_then(|p| p["frames_received"].as_u64());
+    wait_for("detections across the link", WAIT, || received(&edge).filter(|n| *n >= 10));
+    assert!(status_via_socket(&inference).unwrap()["cluster"]["frames_served"].as_u64().unwrap() >= 10);
+
+    // Cut: no packet passes, no socket closes. The heartbeat notices.
+    pair.run("cut");
+    wait_for("the edge to see infer-1 down", WAIT, || {
+        let status = status_via_socket(&edge)?;
+        (status["down"].get("cluster/infer-1").is_some()).then_some(())
+    });
+    let status = status_via_socket(&edge).unwrap();
+    assert_eq!(status["components"]["camera/walk"]["state"], "streaming", "{status}");
+    assert_eq!(peer_via_socket(&edge, "infer-1").unwrap()["up"], false);
+
+    // Restore: the edge dials again and detections resume.
+    let before = received(&edge).unwrap_or(0);
+    pair.run("restore");
+    wait_for("detections to resume across the link", WAIT, || received(&edge).filter(|n| *n >= before + 10));
+    wait_for("infer-1 up again", WAIT, || {
+        let status = status_via_socket(&edge)?;
+        (status["down"].get("cluster/infer-1").is_none()).then_some(())
+    });
+    drop(edge);
+    drop(inference);
 }

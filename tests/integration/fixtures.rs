@@ -35,6 +35,8 @@ pub enum Need {
     Mosquitto,
     /// Debian's `chromium` and Python Playwright to drive it.
     Browser,
+    /// Network namespaces joined by a veth (root, iproute2, the testbed's `netns-pair`).
+    NetNamespaces,
 }
 
 impl Need {
@@ -49,6 +51,7 @@ impl Need {
             Need::SystemdAnalyze => "needs systemd-analyze",
             Need::Mosquitto => "needs mosquitto",
             Need::Browser => "needs chromium",
+            Need::NetNamespaces => "needs ip netns",
         }
     }
 
@@ -91,6 +94,11 @@ impl Need {
             Need::Browser => (!Path::new("/usr/bin/chromium").is_file()
                 || !command_works(&browser_python().to_string_lossy(), &["-c", "import playwright"]))
             .then(|| "needs Debian's chromium and Playwright for Python (ops/setup-deps installs both)".to_owned()),
+            Need::NetNamespaces => shared_testbed_dir().err().or_else(|| {
+                let pair = shared_testbed().join("netns-pair");
+                (!command_works(&pair.to_string_lossy(), &["--check"]))
+                    .then(|| "needs network namespaces: root and iproute2 (`netns-pair --check` failed)".to_owned())
+            }),
         };
         cache.lock().unwrap().insert(self, answer.clone());
         answer

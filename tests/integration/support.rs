@@ -91,6 +91,8 @@ pub struct Service {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
+    /// A command the binary runs under (`ip netns exec NS`), or none.
+    pub wrapper: Vec<String>,
 }
 
 impl Service {
@@ -135,14 +137,24 @@ impl Service {
     pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         write_private(&dir.path().join("config.yaml"), &config.replace("{listen}", &addr.to_string()));
-        let child = spawn(dir.path(), env);
-        Self { child, dir, addr }
+        let child = spawn(dir.path(), env, &[]);
+        Self { child, dir, addr, wrapper: Vec::new() }
+    }
+
+    /// Starts the binary under `wrapper` (which must exec it, keeping its pid).
+    pub fn start_wrapped(wrapper: &[&str], config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        write_private(&dir.path().join("config.yaml"), &config.replace("{listen}", &addr.to_string()));
+        let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        let child = spawn(dir.path(), env, &wrapper);
+        Self { child, dir, addr, wrapper }
     }
 
     /// Starts a new process on the same directory, config and address,
     /// once the previous one has exited.
     pub fn restart(&mut self) {
-        self.child = spawn(self.dir.path(), &[]);
+        self.child = spawn(self.dir.path(), &[], &self.wrapper);
     }
 
     /// SIGKILL, then reap it.
@@ -161,11 +173,18 @@ impl Service {
 
 /// Starts the binary on `dir`: its config, data and stderr there, and its
 /// supervision policy from `dir/supervision.toml` when a test wrote one.
-fn spawn(dir: &Path, env: &[(&str, &str)]) -> Child {
+fn spawn(dir: &Path, env: &[(&str, &str)], wrapper: &[String]) -> Child {
     let stderr = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.txt")).unwrap();
     let own_policy = dir.join("supervision.toml");
     let policy = if own_policy.is_file() { own_policy } else { repo_file("supervision.toml") };
-    let mut command = Command::new(BIN);
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(BIN);
+            command
+        }
+        None => Command::new(BIN),
+    };
     command
         .arg("--config")
         .arg(dir.join("config.yaml"))
