@@ -219,8 +219,7 @@ mod tests {
         let mut new = Config::default();
         new.http.listen = "127.0.0.1:1".into();
         assert_eq!(ConfigDiff::new(&old, &new).unwrap_err()[0].key, "http.listen");
-        let mut clustered = Config::default();
-        clustered.cluster = Some(crate::config::ClusterConfig {
+        let cluster = Some(crate::config::ClusterConfig {
             node_name: "edge-1".into(),
             listen: "127.0.0.1:9820".into(),
             peers: Vec::new(),
@@ -231,6 +230,7 @@ mod tests {
             in_flight: 4,
             frame_encoding: Default::default(),
         });
+        let clustered = Config { cluster, ..Config::default() };
         let refused = ConfigDiff::new(&old, &clustered).unwrap_err();
         assert_eq!(refused[0].key, "cluster");
         assert!(refused[0].message.contains("needs a restart"), "{}", refused[0].message);
