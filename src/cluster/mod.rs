@@ -8,6 +8,7 @@
 //! - `dispatch.rs`: what an edge does with its frames: send each to the
 //!   least-loaded remote worker, fall back to its own, or drop and count;
 //! - `peers.rs`: the table of other nodes, for choices, status and health;
+//! - `records.rs`: lists of alerts and events asked of every edge and merged;
 //! - `wire.rs`: the only types that cross nodes, and their checked bytes;
 //! - `tls.rs`: optional mutual TLS between nodes.
 //!
@@ -17,6 +18,7 @@
 pub mod dispatch;
 pub mod node;
 pub mod peers;
+pub mod records;
 pub mod server;
 pub mod tls;
 pub mod wire;
@@ -27,6 +29,8 @@ pub use peers::{PeerStatus, Peers};
 pub const NODES: &str = "smart-cctv/nodes";
 /// The process group of every remote worker in the cluster.
 pub const INFERENCE: &str = "smart-cctv/inference";
+/// The process group of every edge's record reader.
+pub const RECORDS: &str = "smart-cctv/records";
 
 use crate::config::{ClusterConfig, Role};
 use std::sync::Arc;

@@ -32,6 +32,8 @@ pub struct ClusterArgs {
     pub peers: Peers,
     pub board: HealthBoard,
     pub local: LocalNode,
+    /// This node's event store, read for other nodes' lists (on edges).
+    pub store: crate::store::SharedStore,
 }
 
 /// One configured peer.
@@ -49,6 +51,7 @@ pub struct ClusterState {
     args: ClusterArgs,
     server: ActorRef<NodeServerMessage>,
     agent: ActorRef<AgentMsg>,
+    records: Option<ActorRef<super::records::RecordsMsg>>,
     dials: Vec<Dial>,
     /// Every open session, by ractor_cluster's node id.
     sessions: HashMap<u64, Session>,
@@ -97,6 +100,23 @@ impl NodeEventSubscription for Events {
     }
 }
 
+/// Whether a session with a node that listens on `listens` (`host:port` as
+/// it says) and connects from `from` is the node `dial` is for.
+fn serves(dial: &Dial, listens: &str, from: &str) -> bool {
+    let split = |a: &str| a.rsplit_once(':').map(|(h, p)| (h.trim_matches(['[', ']']).to_owned(), p.to_owned()));
+    let (Some((host, port)), Some((dial_host, dial_port))) = (split(listens), split(&dial.address)) else {
+        return false;
+    };
+    if port != dial_port {
+        return false;
+    }
+    let resolved = dial.connected_to.as_deref().and_then(split).map(|(h, _)| h);
+    let names_it = |h: &str| h == dial_host || resolved.as_deref() == Some(h);
+    // A node listening on every address says 0.0.0.0: its source address tells.
+    let unspecified = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    names_it(&host) || (unspecified && split(from).is_some_and(|(h, _)| names_it(&h)))
+}
+
 /// `name@host` as ractor_cluster says it, to `name`.
 fn node_name(ses: &NodeServerSessionInformation) -> Option<String> {
     ses.peer_name.as_ref().map(|n| n.name.split('@').next().unwrap_or(&n.name).to_owned())
@@ -137,6 +157,15 @@ impl Actor for ClusterNode {
             subscription: Box::new(Events(myself.clone())),
         })?;
         let (agent, _) = Actor::spawn_linked(None, NodeAgent, args.local.clone(), myself.get_cell()).await?;
+        let records = if args.config.role.has_cameras() {
+            let records_args =
+                super::records::RecordsArgs { node: args.config.node_name.clone(), store: args.store.clone() };
+            let (records, _) =
+                Actor::spawn_linked(None, super::records::RecordsServer, records_args, myself.get_cell()).await?;
+            Some(records)
+        } else {
+            None
+        };
         let dials: Vec<Dial> = args
             .config
             .peers
@@ -151,8 +180,16 @@ impl Actor for ClusterNode {
         }
         myself.send_interval(HEARTBEAT, || ClusterMsg::Heartbeat);
         tracing::info!(node = %args.config.node_name, role = args.config.role.as_str(), %listen, peers = dials.len(), "cluster node listening");
-        let state =
-            ClusterState { args, server, agent, dials, sessions: HashMap::new(), tls: outgoing, heartbeat: None };
+        let state = ClusterState {
+            args,
+            server,
+            agent,
+            records,
+            dials,
+            sessions: HashMap::new(),
+            tls: outgoing,
+            heartbeat: None,
+        };
         for dial in &state.dials {
             state.publish(&dial.key);
         }
@@ -186,7 +223,15 @@ impl Actor for ClusterNode {
                 }
                 state.args.peers.bind(ses.node_id, &name);
                 tracing::info!(peer = %name, address = %ses.peer_addr, "cluster peer connected");
-                if let Some(dial) = state.dials.iter_mut().find(|d| d.session == Some(ses.node_id)) {
+                // Two nodes that list each other both dial: whichever session
+                // ractor_cluster keeps, it serves both dials.
+                let listens = ses.peer_name.as_ref().map(|n| n.connection_string.clone()).unwrap_or_default();
+                let dial = state
+                    .dials
+                    .iter_mut()
+                    .find(|d| d.session == Some(ses.node_id) || serves(d, &listens, &ses.peer_addr));
+                if let Some(dial) = dial {
+                    dial.session = Some(ses.node_id);
                     dial.attempt = 0;
                     if dial.key != name {
                         state.args.board.remove_component(&format!("cluster/{}", dial.key));
@@ -209,6 +254,9 @@ impl Actor for ClusterNode {
             let _ = task.await;
         }
         let _ = state.agent.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+        if let Some(records) = &state.records {
+            let _ = records.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+        }
         let _ = state.server.stop_and_wait(None, Some(Duration::from_secs(5))).await;
         for dial in &state.dials {
             state.args.board.remove_component(&format!("cluster/{}", dial.key));
@@ -256,6 +304,23 @@ impl ClusterState {
     fn closed(&mut self, myself: &ActorRef<ClusterMsg>, ses: NodeServerSessionInformation) {
         let session = self.sessions.remove(&ses.node_id);
         let authenticated = session.as_ref().is_some_and(|s| s.authenticated);
+        // A second session to a node already connected, closed by
+        // ractor_cluster in favour of the first: nothing is lost.
+        let other_session = |id: u64| id != ses.node_id && self.sessions.get(&id).is_some_and(|s| s.authenticated);
+        let duplicate = node_name(&ses).is_some_and(|name| {
+            self.sessions.keys().any(|id| other_session(*id) && self.args.peers.name_of(*id).as_deref() == Some(&name))
+        }) || (!ses.is_server
+            && self.dials.iter().any(|d| {
+                d.connected_to.as_deref() == Some(ses.peer_addr.as_str()) && d.session.is_some_and(other_session)
+            }));
+        if duplicate {
+            tracing::debug!(address = %ses.peer_addr, "duplicate cluster session closed");
+            self.args.peers.unbind(ses.node_id);
+            if let Some(dial) = self.dials.iter_mut().find(|d| d.session == Some(ses.node_id)) {
+                dial.session = None;
+            }
+            return;
+        }
         if !authenticated {
             metrics::counter!("smart_cctv_cluster_refused_total").increment(1);
             if ses.is_server {

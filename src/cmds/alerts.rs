@@ -3,7 +3,7 @@
 //! file is read directly. The database is never opened twice.
 
 use super::Cli;
-use super::service_api::{ListFilter, Source, call, query_string};
+use super::service_api::{ListFilter, Listed, Source, call, json_line, query_string};
 use crate::store::{AlertRecord, Query};
 use clap::Subcommand;
 use std::time::Duration;
@@ -31,12 +31,17 @@ pub fn run(cli: &Cli, command: &AlertsCommand) -> anyhow::Result<i32> {
     let config = crate::config::load(cli.config_path().as_deref())?.config;
     let data_dir = cli.data_dir.clone().unwrap_or(config.storage.data_dir.clone());
     let source = Source::open(&data_dir, &config.http.listen)?;
-    let fetch = |since: Option<&str>, query: &Query| -> anyhow::Result<Vec<AlertRecord>> {
+    // In a cluster the running service asks every edge and merges.
+    let clustered = config.cluster.is_some();
+    let fetch = |since: Option<&str>, query: &Query| -> anyhow::Result<Listed<AlertRecord>> {
         match &source {
-            Source::File(store) => Ok(store.alerts(query)?),
+            Source::File(store) => Ok(Listed::local(store.alerts(query)?)),
+            Source::Service(listen) if clustered => {
+                Listed::merged(&data_dir, listen, "alerts", &query_string(since, query))
+            }
             Source::Service(listen) => {
                 let path = format!("/api/alerts?{}", query_string(since, query));
-                call(&data_dir, listen, "GET", &path, Duration::from_secs(15))
+                Ok(Listed::local(call(&data_dir, listen, "GET", &path, Duration::from_secs(15))?))
             }
         }
     };
@@ -44,7 +49,10 @@ pub fn run(cli: &Cli, command: &AlertsCommand) -> anyhow::Result<i32> {
         AlertsCommand::Analyze { days, json } => {
             let since = format!("{days}d");
             let query = Query::default().since(Some(Duration::from_secs(days * 86_400)));
-            let analysis = crate::store::analyze::analyze(&fetch(Some(&since), &query)?, 10);
+            let listed = fetch(Some(&since), &query)?;
+            listed.report_unreachable();
+            let alerts: Vec<AlertRecord> = listed.records.into_iter().map(|(_, a)| a).collect();
+            let analysis = crate::store::analyze::analyze(&alerts, 10);
             if *json {
                 println!("{}", serde_json::to_string_pretty(&analysis)?);
             } else {
@@ -56,13 +64,16 @@ pub fn run(cli: &Cli, command: &AlertsCommand) -> anyhow::Result<i32> {
     };
     let (rule, filter) = list;
     let json = filter.json;
-    let alerts = fetch(filter.since.as_deref(), &filter.query(rule.clone())?)?;
-    for a in &alerts {
+    let listed = fetch(filter.since.as_deref(), &filter.query(rule.clone())?)?;
+    listed.report_unreachable();
+    let alerts = &listed.records;
+    for (node_name, a) in alerts {
+        let node = node_name.as_deref().map(|n| format!("{n:<12} ")).unwrap_or_default();
         if json {
-            println!("{}", serde_json::to_string(a)?);
+            println!("{}", json_line(node_name.as_deref(), a)?);
         } else {
             println!(
-                "{}  {:<20} {:<12} {:<10} {:.2}  {}",
+                "{}  {node}{:<20} {:<12} {:<10} {:.2}  {}",
                 local_time(a.time_us),
                 a.rule,
                 a.camera,

@@ -3,7 +3,7 @@
 
 use super::Cli;
 use super::alerts::local_time;
-use super::service_api::{ListFilter, Source, call, query_string};
+use super::service_api::{ListFilter, Listed, Source, call, json_line, query_string};
 use crate::store::EventRecord;
 use clap::Subcommand;
 use std::time::Duration;
@@ -20,23 +20,30 @@ pub fn run(cli: &Cli, command: &EventsCommand) -> anyhow::Result<i32> {
     let config = crate::config::load(cli.config_path().as_deref())?.config;
     let data_dir = cli.data_dir.clone().unwrap_or(config.storage.data_dir.clone());
     let query = filter.query(None)?;
-    let events: Vec<EventRecord> = match Source::open(&data_dir, &config.http.listen)? {
-        Source::File(store) => store.events(&query)?,
-        Source::Service(listen) => call(
+    let listed: Listed<EventRecord> = match Source::open(&data_dir, &config.http.listen)? {
+        Source::File(store) => Listed::local(store.events(&query)?),
+        // In a cluster the running service asks every edge and merges.
+        Source::Service(listen) if config.cluster.is_some() => {
+            Listed::merged(&data_dir, &listen, "events", &query_string(since.as_deref(), &query))?
+        }
+        Source::Service(listen) => Listed::local(call(
             &data_dir,
             &listen,
             "GET",
             &format!("/api/events?{}", query_string(since.as_deref(), &query)),
             Duration::from_secs(15),
-        )?,
+        )?),
     };
-    for e in &events {
+    listed.report_unreachable();
+    let events = &listed.records;
+    for (node_name, e) in events {
+        let node = node_name.as_deref().map(|n| format!("{n:<12} ")).unwrap_or_default();
         if *json {
-            println!("{}", serde_json::to_string(e)?);
+            println!("{}", json_line(node_name.as_deref(), e)?);
         } else {
             let seconds = (e.last_seen_us - e.first_seen_us) as f64 / 1e6;
             println!(
-                "{}  {:<12} {:<10} track {:<6} {:>7.1}s  best {:.2}",
+                "{}  {node}{:<12} {:<10} track {:<6} {:>7.1}s  best {:.2}",
                 local_time(e.first_seen_us),
                 e.camera,
                 e.class,

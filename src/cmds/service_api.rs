@@ -193,3 +193,49 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// Records as listed: from this node alone, or from every edge of a cluster
+/// (each with its node), with what each edge answered.
+pub struct Listed<T> {
+    pub records: Vec<(Option<String>, T)>,
+    /// Per node: `ok`, or why it did not answer.
+    pub nodes: std::collections::BTreeMap<String, String>,
+}
+
+impl<T: serde::de::DeserializeOwned> Listed<T> {
+    pub fn local(records: Vec<T>) -> Self {
+        Self { records: records.into_iter().map(|r| (None, r)).collect(), nodes: Default::default() }
+    }
+
+    /// `/api/cluster/alerts` or `/api/cluster/events` from the running service.
+    pub fn merged(data_dir: &Path, listen: &str, kind: &str, query: &str) -> anyhow::Result<Self> {
+        let path = format!("/api/cluster/{kind}?{query}");
+        let merged: crate::cluster::records::Merged = call(data_dir, listen, "GET", &path, Duration::from_secs(20))?;
+        let records = merged
+            .records
+            .into_iter()
+            .map(|value| {
+                let node = value["node"].as_str().map(str::to_owned);
+                Ok((node, serde_json::from_value(value)?))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { records, nodes: merged.nodes })
+    }
+
+    /// Names, on stderr, every node that did not answer: the list is what
+    /// the others had.
+    pub fn report_unreachable(&self) {
+        for (node, answer) in self.nodes.iter().filter(|(_, a)| *a != "ok") {
+            eprintln!("{node}: {answer} (its records are not in this list)");
+        }
+    }
+}
+
+/// One record as a JSON line, with its node when it came from a cluster list.
+pub fn json_line<T: serde::Serialize>(node: Option<&str>, record: &T) -> anyhow::Result<String> {
+    let mut value = serde_json::to_value(record)?;
+    if let (Some(node), Some(object)) = (node, value.as_object_mut()) {
+        object.insert("node".into(), serde_json::Value::String(node.to_owned()));
+    }
+    Ok(value.to_string())
+}

@@ -46,6 +46,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/status", get(status))
         .route("/api/alerts", get(alerts))
         .route("/api/events", get(events))
+        .route("/api/cluster/alerts", get(cluster_alerts))
+        .route("/api/cluster/events", get(cluster_events))
         .route("/api/snapshots/{*path}", get(snapshot))
         .merge(crate::web::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::auth::require_login))
@@ -74,6 +76,8 @@ pub fn ops_router(state: ApiState) -> Router {
         .route("/api/config", get(config))
         .route("/api/alerts", get(alerts))
         .route("/api/events", get(events))
+        .route("/api/cluster/alerts", get(cluster_alerts))
+        .route("/api/cluster/events", get(cluster_events))
         .route("/api/ops/db-copy", axum::routing::post(db_copy))
         .route("/api/ops/compact", axum::routing::post(compact))
         .with_state(state)
@@ -249,6 +253,33 @@ async fn events(State(state): State<ApiState>, axum::extract::Query(p): axum::ex
         Ok(query) => read_store(&state, move |store| store.events(&query)).await,
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
+}
+
+/// `/api/cluster/alerts`: this node's alerts and every other edge's, each
+/// with its `node`, and what each edge answered (`nodes`).
+async fn cluster_alerts(
+    State(state): State<ApiState>,
+    axum::extract::Query(p): axum::extract::Query<ListParams>,
+) -> Response {
+    cluster_list(state, p, crate::cluster::records::RecordKind::Alerts).await
+}
+
+/// `/api/cluster/events`: as [`cluster_alerts`], for events.
+async fn cluster_events(
+    State(state): State<ApiState>,
+    axum::extract::Query(p): axum::extract::Query<ListParams>,
+) -> Response {
+    cluster_list(state, p, crate::cluster::records::RecordKind::Events).await
+}
+
+async fn cluster_list(state: ApiState, p: ListParams, kind: crate::cluster::records::RecordKind) -> Response {
+    let query = match p.query() {
+        Ok(query) => query,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let name = state.cluster.as_ref().map_or("local", |c| c.config.node_name.as_str());
+    let peers = state.cluster.as_ref().map(|c| &c.peers);
+    Json(crate::cluster::records::merged(kind, &query, (name, &state.store), peers).await).into_response()
 }
 
 /// A consistent copy of the database for `ops backup` while the service

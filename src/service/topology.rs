@@ -381,6 +381,7 @@ fn start_component(id: &str, components: &Components) -> Option<StartFn> {
                     peers: cluster.peers.clone(),
                     board: c.board.clone(),
                     local: local_node(&cluster, &c, workers),
+                    store: c.store.clone(),
                 };
                 Box::pin(async move { Ok(Actor::spawn_linked(None, ClusterNode, args, parent).await?.0.get_cell()) })
             })

@@ -10,6 +10,7 @@ crate::tests![
     a_peer_with_the_wrong_cookie_is_refused,
     an_all_node_shares_its_frames_with_an_inference_node needs [RealFixtures],
     a_cut_link_between_two_hosts_is_a_loss_and_its_repair_a_return needs [RealFixtures, NetNamespaces],
+    alerts_and_events_are_listed_from_every_edge_and_a_silent_one_is_named needs [RealFixtures],
 ];
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -255,4 +256,54 @@ fn a_cut_link_between_two_hosts_is_a_loss_and_its_repair_a_return() {
     });
     drop(edge);
     drop(inference);
+}
+
+/// `smart-cctv ARGS` on `service`'s config and data: success, stdout, stderr.
+fn cli(service: &Service, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(service.config_path())
+        .arg("--data-dir")
+        .arg(service.data_dir())
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn alerts_and_events_are_listed_from_every_edge_and_a_silent_one_is_named() {
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = camera_node("box-a", "all", port_a, &[port_b], 1);
+    let mut b = camera_node("box-b", "all", port_b, &[port_a], 1);
+    a.wait_healthy(WAIT);
+    b.wait_healthy(WAIT);
+    // Each edge keeps its own alerts; a list on either shows both.
+    wait_for("alerts on both edges", WAIT, || {
+        let own = |s: &Service| serde_json::from_str::<Vec<serde_json::Value>>(&s.get("/api/alerts").1).ok();
+        (!own(&a)?.is_empty() && !own(&b)?.is_empty()).then_some(())
+    });
+    let listed = wait_for("a merged list from box-a", WAIT, || {
+        let (ok, out, err) = cli(&a, &["alerts", "list", "--json"]);
+        assert!(ok, "{err}");
+        let nodes: std::collections::BTreeSet<String> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["node"].as_str().map(str::to_owned))
+            .collect();
+        (nodes.len() == 2).then_some(nodes)
+    });
+    assert_eq!(listed.into_iter().collect::<Vec<_>>(), ["box-a", "box-b"]);
+    // Both dialled each other; the second session is dropped quietly.
+    assert!(!a.output().contains("cookie") && !b.output().contains("cookie"), "{}\n{}", a.output(), b.output());
+    let (ok, out, _) = cli(&b, &["events", "list", "--since", "1h"]);
+    assert!(ok && out.contains("event(s)"), "{out}");
+
+    // box-b stops: box-a still lists its own and names box-b.
+    b.kill_hard();
+    wait_for("box-a to see box-b down", WAIT, || (peer(&a, "box-b")?["up"] == false).then_some(()));
+    let (ok, out, err) = cli(&a, &["alerts", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("box-a") && !out.contains("box-b"), "{out}");
+    assert!(err.contains("box-b: unreachable"), "{err}");
+    let (ok, out, err) = cli(&a, &["alerts", "analyze"]);
+    assert!(ok && err.contains("box-b: unreachable"), "{out}{err}");
 }
