@@ -11,6 +11,7 @@ crate::tests![
     an_all_node_shares_its_frames_with_an_inference_node needs [RealFixtures],
     a_cut_link_between_two_hosts_is_a_loss_and_its_repair_a_return needs [RealFixtures, NetNamespaces],
     alerts_and_events_are_listed_from_every_edge_and_a_silent_one_is_named needs [RealFixtures],
+    nodes_with_tls_talk_and_a_node_without_it_is_kept_out needs [RealFixtures],
 ];
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -29,30 +30,90 @@ fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// `/metrics`, or nothing while the service does not answer yet.
 fn metrics(service: &Service) -> String {
-    service.get("/metrics").1
+    http_get(service.addr, "/metrics").map(|(_, text)| text).unwrap_or_default()
 }
 
-fn cluster_section(name: &str, port: u16, role: &str, peers: &[u16], cookie: &str) -> String {
+/// `tls` is a `tls:` block (see [`make_certificates`]) or empty.
+fn cluster_section(name: &str, port: u16, role: &str, peers: &[u16], cookie: &str, tls: &str) -> String {
     let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
     format!(
-        "cluster:\n  node_name: {name}\n  listen: \"127.0.0.1:{port}\"\n  peers: [{}]\n  cookie: \"{cookie}\"\n  role: {role}\n  inference_deadline: 5s\n",
+        "cluster:\n  node_name: {name}\n  listen: \"127.0.0.1:{port}\"\n  peers: [{}]\n  cookie: \"{cookie}\"\n  role: {role}\n  inference_deadline: 5s\n{tls}",
         peers.join(", ")
+    )
+}
+
+/// A CA and one certificate for 127.0.0.1 (server and client use) signed by
+/// it, made with the openssl command; the `tls:` block that names them.
+fn make_certificates(dir: &std::path::Path) -> String {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cluster-ca",
+    ]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=node"]);
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "node.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    let path = |name: &str| dir.join(name).display().to_string();
+    format!(
+        "  tls:\n    cert_file: {}\n    key_file: {}\n    ca_file: {}\n",
+        path("node.pem"),
+        path("node.key"),
+        path("ca.pem")
     )
 }
 
 /// An inference node: no cameras, the model, one worker.
 fn inference_node(model: &std::path::Path, port: u16, cookie: &str) -> Service {
+    inference_node_with(model, port, cookie, "")
+}
+
+fn inference_node_with(model: &std::path::Path, port: u16, cookie: &str, tls: &str) -> Service {
     let config = format!(
         "cameras: []\nprocessing:\n  detection:\n    model: {}\n    size: 320\n    workers: 1\nhttp:\n  listen: \"{{listen}}\"\n{}",
         model.display(),
-        cluster_section("infer-1", port, "inference", &[], cookie)
+        cluster_section("infer-1", port, "inference", &[], cookie, tls)
     );
     Service::start(&config, &[])
 }
 
 /// A node with the walking clip, the motion gate off, and a person rule.
 fn camera_node(name: &str, role: &str, port: u16, peers: &[u16], workers: usize) -> Service {
+    camera_node_with(name, role, port, peers, workers, "")
+}
+
+fn camera_node_with(name: &str, role: &str, port: u16, peers: &[u16], workers: usize, tls: &str) -> Service {
     let fixtures = crate::fixtures::real();
     let config = format!(
         "cameras:\n  - id: walk\n    url: file://{}\nprocessing:\n  detection:\n    model: {}\n    size: 320\n    workers: {workers}\n  motion:\n    enabled: false\n\
@@ -60,13 +121,16 @@ fn camera_node(name: &str, role: &str, port: u16, peers: &[u16], workers: usize)
          http:\n  listen: \"{{listen}}\"\n{}",
         fixtures.join("video/people_walking_640x480_15fps_10s.mp4").display(),
         fixtures.join("yolov8n/yolov8n.safetensors").display(),
-        cluster_section(name, port, role, peers, COOKIE)
+        cluster_section(name, port, role, peers, COOKIE, tls)
     );
     Service::start(&config, &[])
 }
 
 fn status(service: &Service) -> serde_json::Value {
-    serde_json::from_str(&service.get("/api/status").1).unwrap()
+    http_get(service.addr, "/api/status")
+        .ok()
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .unwrap_or_default()
 }
 
 fn peer(service: &Service, name: &str) -> Option<serde_json::Value> {
@@ -130,7 +194,7 @@ fn a_peer_with_the_wrong_cookie_is_refused() {
     let config = format!(
         "cameras: []\nprocessing:\n  detection:\n    model: {}\nhttp:\n  listen: \"{{listen}}\"\n{}",
         crate::fixtures::random_model().display(),
-        cluster_section("edge-1", edge_port, "edge", &[inference_port], "a-wrong-cookie-0123456789")
+        cluster_section("edge-1", edge_port, "edge", &[inference_port], "a-wrong-cookie-0123456789", "")
     );
     let edge = Service::start(&config, &[]);
     let address = format!("127.0.0.1:{inference_port}");
@@ -306,4 +370,27 @@ fn alerts_and_events_are_listed_from_every_edge_and_a_silent_one_is_named() {
     assert!(err.contains("box-b: unreachable"), "{err}");
     let (ok, out, err) = cli(&a, &["alerts", "analyze"]);
     assert!(ok && err.contains("box-b: unreachable"), "{out}{err}");
+}
+
+fn nodes_with_tls_talk_and_a_node_without_it_is_kept_out() {
+    let certificates = tempfile::tempdir().unwrap();
+    let tls = make_certificates(certificates.path());
+    let (inference_port, edge_port, plain_port) = (free_port(), free_port(), free_port());
+    let weights = crate::fixtures::real().join("yolov8n/yolov8n.safetensors");
+    let inference = inference_node_with(&weights, inference_port, COOKIE, &tls);
+    inference.wait_healthy(WAIT);
+    let edge = camera_node_with("edge-1", "edge", edge_port, &[inference_port], 1, &tls);
+    let plain = camera_node("edge-2", "edge", plain_port, &[inference_port], 1);
+    wait_for("detections over TLS", WAIT, || {
+        let sent = sum(&metrics(&edge), "smart_cctv_cluster_frames_total", &["node=\"infer-1\"", "sent"]);
+        (sent >= 5.0).then_some(())
+    });
+    // The right cookie without a certificate does not get in.
+    wait_for("the plain node to have tried", WAIT, || {
+        let seen = peer(&plain, &format!("127.0.0.1:{inference_port}"))?;
+        (seen["up"] == false && seen["reason"].as_str().is_some()).then_some(())
+    });
+    let served = sum(&metrics(&inference), "smart_cctv_cluster_frames_total", &["node=\"edge-2\""]);
+    assert_eq!(served, 0.0);
+    assert!(peer(&inference, "edge-2").is_none());
 }
