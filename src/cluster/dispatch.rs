@@ -6,7 +6,7 @@
 //! otherwise it is dropped and counted (`no_worker`).
 
 use super::INFERENCE;
-use super::peers::Peers;
+use super::peers::{Choice, Peers};
 use super::server::RemoteWorkerMsg;
 use super::wire::{FrameReply, Payload, Prepared, detections_back, prepare};
 use crate::config::cluster::FrameEncoding;
@@ -21,6 +21,8 @@ use tokio::sync::watch;
 
 /// How long one wait for a frame or a worker may hold the mailbox.
 const POLL: Duration = Duration::from_millis(200);
+/// How soon a dispatcher looks again when every remote worker is busy.
+const BUSY: Duration = Duration::from_millis(5);
 
 pub struct Dispatcher;
 
@@ -99,14 +101,18 @@ impl DispatchState {
     async fn next(&mut self) {
         let args = &self.args;
         let workers = remote_workers(&args.peers);
-        let Some(node) = args.peers.choose(workers.keys().map(String::as_str)) else {
-            if args.local.is_some() {
-                // The local workers take the frames meanwhile.
-                tokio::time::sleep(POLL).await;
-            } else if args.queue.pop(POLL).await.is_some() {
-                metrics::counter!("smart_cctv_frames_lost_total", "reason" => "no_worker").increment(1);
+        let node = match args.peers.choose(workers.keys().map(String::as_str)) {
+            Choice::Node(node) => node,
+            // A frame waits in the queue, where a newer one may replace it.
+            Choice::AllBusy => return tokio::time::sleep(BUSY).await,
+            // The local workers take the frames meanwhile.
+            Choice::Nobody if args.local.is_some() => return tokio::time::sleep(POLL).await,
+            Choice::Nobody => {
+                if args.queue.pop(POLL).await.is_some() {
+                    metrics::counter!("smart_cctv_frames_lost_total", "reason" => "no_worker").increment(1);
+                }
+                return;
             }
-            return;
         };
         let Some(frame) = args.queue.pop(POLL).await else { return };
         let cells = &workers[&node];

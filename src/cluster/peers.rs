@@ -74,6 +74,16 @@ impl PeerStatus {
     }
 }
 
+/// Where the next frame goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Choice {
+    Node(String),
+    /// Every node is full: the frame waits here.
+    AllBusy,
+    /// No node is up with workers.
+    Nobody,
+}
+
 /// What a heartbeat found.
 pub enum Beat {
     Answered { role: String, workers: u32, detector_ready: bool, queue_depth: u32, rtt: Duration },
@@ -179,14 +189,23 @@ impl Peers {
     }
 
     /// Of `names` (nodes with workers in the pool), the one to send the next
-    /// frame to: up, fewest frames in hand per worker, then shortest round trip.
-    pub fn choose<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    /// frame to: up, fewest frames in hand per worker, then shortest round
+    /// trip. A node that already has as many of this node's frames as it has
+    /// workers, plus one on the way, is full: frames then wait in this node's
+    /// drop-oldest queue, where a newer one replaces them, rather than in a
+    /// remote mailbox, where they would only grow old.
+    pub fn choose<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Choice {
         let peers = self.lock();
-        names
+        let usable: Vec<&PeerStatus> =
+            names.into_iter().filter_map(|n| peers.get(n).filter(|p| p.up && p.workers > 0)).collect();
+        if usable.is_empty() {
+            return Choice::Nobody;
+        }
+        usable
             .into_iter()
-            .filter_map(|n| peers.get(n).filter(|p| p.up && p.workers > 0))
+            .filter(|p| p.in_flight <= p.workers)
             .min_by(|a, b| a.load().partial_cmp(&b.load()).unwrap_or(std::cmp::Ordering::Equal))
-            .map(|p| p.name.clone())
+            .map_or(Choice::AllBusy, |p| Choice::Node(p.name.clone()))
     }
 
     pub fn sent(&self, name: &str) {
@@ -260,16 +279,21 @@ mod tests {
             peers.beat("down", Beat::Missed("gone".into()));
         }
         let all = ["near", "far", "down", "unknown"];
-        assert_eq!(peers.choose(all).as_deref(), Some("near"));
+        let node = |n: &str| Choice::Node(n.to_owned());
+        assert_eq!(peers.choose(all), node("near"));
         peers.sent("near");
-        assert_eq!(peers.choose(all).as_deref(), Some("far"), "near has a frame in hand");
+        assert_eq!(peers.choose(all), node("far"), "near has a frame in hand");
         peers.sent("far");
-        assert_eq!(peers.choose(all).as_deref(), Some("near"), "equal depth: the nearer");
+        assert_eq!(peers.choose(all), node("near"), "equal depth: the nearer");
+        peers.sent("near");
+        peers.sent("far");
+        assert_eq!(peers.choose(all), Choice::AllBusy, "one worker each, and one frame on the way");
+        peers.answered("near", Some(0));
         peers.answered("near", Some(0));
         peers.answered("far", None);
         let near = peers.get("near").unwrap();
-        assert_eq!((near.in_flight, near.frames_sent, near.frames_received), (0, 1, 1));
+        assert_eq!((near.in_flight, near.frames_sent, near.frames_received), (0, 2, 2));
         assert_eq!(peers.get("far").unwrap().frames_failed, 1);
-        assert_eq!(peers.choose(["down"]), None);
+        assert_eq!(peers.choose(["down"]), Choice::Nobody);
     }
 }
