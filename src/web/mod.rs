@@ -270,6 +270,28 @@ async fn system(State(state): State<ApiState>, axum::Extension(caller): axum::Ex
                 }
             }
         }
+        @if let Some(cluster) = &state.cluster {
+            h2 { "Cluster" }
+            p { "This node: " strong { (cluster.config.node_name) } " (" (cluster.role().as_str()) "), listening on " code { (cluster.config.listen) } }
+            table {
+                thead { tr { th { "Node" } th { "Role" } th { "State" } th { "Round trip" } th { "Workers" } th { "Sent" } th { "Received" } th { "Failed" } th { "Served" } } }
+                tbody {
+                    @for peer in cluster.peers.snapshot() {
+                        tr {
+                            td { (peer.name) }
+                            td { (peer.role.clone().unwrap_or_else(|| "?".into())) }
+                            @if peer.up { td class="ok" { "up" } } @else { td class="bad" { "down: " (peer.reason.clone().unwrap_or_default()) } }
+                            td { (peer.rtt_ms.map_or("-".to_owned(), |ms| format!("{ms:.1} ms"))) }
+                            td { (peer.workers) }
+                            td { (peer.frames_sent) }
+                            td { (peer.frames_received) }
+                            td { (peer.frames_failed) }
+                            td { (peer.frames_served) }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Supervised children" }
         table {
             thead { tr { th { "Child" } th { "State" } th { "Policy" } th { "Restarts" } th { "Last error" } } }

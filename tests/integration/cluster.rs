@@ -165,6 +165,9 @@ fn an_edge_detects_on_an_inference_node_and_lives_through_its_death() {
     assert_eq!(seen["role"], "inference", "{seen}");
     assert!(seen["rtt_ms"].as_f64().is_some(), "{seen}");
     assert_eq!(edge.get("/healthz").0, 200);
+    // The web page's System page lists the nodes (no user yet: loopback is open).
+    let page = edge.get("/system").1;
+    assert!(page.contains("Cluster") && page.contains("infer-1") && page.contains("inference"), "{page}");
 
     // The inference node dies: the edge names it, counts what it cannot place,
     // and its camera keeps streaming.
