@@ -430,7 +430,7 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
         unsafe {
             for block in 0..r.count {
                 for ox in 0..lo {
-                    avx2::tile::<1>(r, ox, block, true);
+                    avx2::single(r, ox, block, true);
                 }
                 let mut ox = lo;
                 while ox + 6 <= hi {
@@ -438,10 +438,10 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
                     ox += 6;
                 }
                 for ox in ox..hi {
-                    avx2::tile::<1>(r, ox, block, false);
+                    avx2::single(r, ox, block, false);
                 }
                 for ox in hi..r.ow {
-                    avx2::tile::<1>(r, ox, block, true);
+                    avx2::single(r, ox, block, true);
                 }
             }
         }
@@ -716,6 +716,68 @@ mod avx2 {
             _mm256_set1_epi32(127),
         )));
         _mm256_mul_ps(p, scale)
+    }
+
+    /// One output block × one pixel (borders and what is left of a row).
+    /// One pixel has only two accumulators, and each FMA would wait for the
+    /// last (latency bound: a fifth of the FMA units' rate); here the input
+    /// channels are dealt over four pairs, summed at the end.
+    ///
+    /// # Safety
+    /// As [`tile`] with `PX` 1.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn single(r: &Rows, ox: usize, block: usize, checked: bool) {
+        let c = r.conv;
+        let (k, s, pad, w, h) = (c.k, c.stride, c.pad, r.w, r.h);
+        let tap = B * B;
+        let ob = r.first + block;
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        // SAFETY: as in `tile`: weights, bias and input in bounds.
+        unsafe {
+            acc[0] = [_mm256_loadu_ps(c.bias.as_ptr().add(ob * B)), _mm256_loadu_ps(c.bias.as_ptr().add(ob * B + 8))];
+            let weights = c.packed.as_ptr().add(ob * r.ib * k * k * tap);
+            let l = r.layout;
+            for ky in 0..k {
+                let iy = (r.oy * s + ky) as isize - pad as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for ib in 0..r.ib {
+                    let line = r.input.as_ptr().add(ib * l.plane + iy as usize * l.row);
+                    for kx in 0..k {
+                        let ix = (ox * s + kx) as isize - pad as isize;
+                        if checked && (ix < 0 || ix >= w as isize) {
+                            continue;
+                        }
+                        let wp = weights.add(((ib * k + ky) * k + kx) * tap);
+                        let xp = line.offset(ix * l.pixel as isize);
+                        let mut ci = 0;
+                        while ci < l.lanes {
+                            let j = ci % 4;
+                            let x = _mm256_broadcast_ss(&*xp.add(ci * l.channel));
+                            acc[j][0] = _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(ci * B)), x, acc[j][0]);
+                            acc[j][1] = _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(ci * B + 8)), x, acc[j][1]);
+                            ci += 1;
+                        }
+                    }
+                }
+            }
+            let one = _mm256_set1_ps(1.0);
+            let at = ((ob * r.oh + r.oy) * r.ow + ox) * B;
+            for half in 0..2 {
+                let mut v =
+                    _mm256_add_ps(_mm256_add_ps(acc[0][half], acc[1][half]), _mm256_add_ps(acc[2][half], acc[3][half]));
+                if c.silu {
+                    let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), v));
+                    v = _mm256_div_ps(v, _mm256_add_ps(one, e));
+                }
+                if let Some(res) = r.residual {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr().add(at + 8 * half)));
+                }
+                _mm256_storeu_ps(r.out.0.add(at + 8 * half), v);
+            }
+        }
     }
 
     /// One output block × `PX` pixels, each block as two 8-lane halves:
