@@ -182,6 +182,18 @@ mod tests {
     }
 
     #[test]
+    fn an_inference_node_with_cameras_is_refused() {
+        let mut config = crate::config::load(None).unwrap().config;
+        assert!(config.cameras.iter().any(|c| c.enabled), "the embedded default has the demo camera");
+        config.cluster = Some(parse(
+            r#"{"node_name":"gpu","listen":"0.0.0.0:9820","cookie":"0123456789abcdef","role":"inference"}"#,
+        ));
+        let problems = crate::config::validate::validate(&config);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "cluster.role");
+    }
+
+    #[test]
     fn an_edge_without_peers_is_refused() {
         let edge = parse(r#"{"node_name":"e","listen":"127.0.0.1:1","cookie":"0123456789abcdef","role":"edge"}"#);
         let mut p = Vec::new();

@@ -41,6 +41,16 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     if let Some(cluster) = &config.cluster {
         super::cluster::validate(cluster, &mut p);
+        let enabled = config.cameras.iter().filter(|c| c.enabled).count();
+        if cluster.role == super::cluster::Role::Inference && enabled > 0 {
+            p.push(Problem::new(
+                "cluster.role",
+                format!(
+                    "an inference node runs no cameras, yet {enabled} are enabled here; \
+                     move them to an edge node, or use role: all"
+                ),
+            ));
+        }
     }
     if config.storage.data_dir.as_os_str().is_empty() {
         p.push(Problem::new("storage.data_dir", "must not be empty"));
