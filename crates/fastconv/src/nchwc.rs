@@ -244,6 +244,15 @@ impl BlockedConv {
     }
 
     fn run(&self, input: &[f32], layout: InLayout, h: usize, w: usize, out: &mut [f32], residual: Option<&[f32]>) {
+        // A pointwise convolution on blocked input has no rows to respect: its
+        // plane is one run of pixels, cut into spans of whole tiles, so no
+        // tile is cut short at the end of each row (a 10-pixel row leaves 4
+        // of its pixels to 1-pixel tiles).
+        if self.k == 1 && self.stride == 1 && layout.pixel == B && h > 1 {
+            let n = h * w;
+            let flat = InLayout { row: n * B, ..layout };
+            return self.run_spans(input, flat, n, out, residual);
+        }
         let (oh, ow) = self.out_size(h, w);
         let (ib, ob) = (self.c_in.div_ceil(B), self.c_out.div_ceil(B));
         assert_eq!(out.len(), ob * oh * ow * B, "output size");
@@ -282,6 +291,7 @@ impl BlockedConv {
                     residual,
                     kernel,
                     layout,
+                    span: (0, ow),
                 };
                 dispatch(&rows);
             }
@@ -294,6 +304,54 @@ impl BlockedConv {
         }
     }
 }
+
+impl BlockedConv {
+    /// A pointwise convolution over `n` pixels as one row (`h` 1, `w` `n`):
+    /// tasks are output-block groups × spans of [`SPAN`] pixels.
+    fn run_spans(&self, input: &[f32], layout: InLayout, n: usize, out: &mut [f32], residual: Option<&[f32]>) {
+        let (ib, ob) = (self.c_in.div_ceil(B), self.c_out.div_ceil(B));
+        assert_eq!(out.len(), ob * n * B, "output size");
+        if let Some(r) = residual {
+            assert_eq!(r.len(), out.len(), "residual size");
+        }
+        let kernel = kernel();
+        let per_group = if kernel == Kernel::Avx512 && ib >= DEEP_INPUT_BLOCKS { DEEP_GROUP } else { 4 };
+        let groups = ob.div_ceil(per_group);
+        let spans = n.div_ceil(SPAN);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let run = |task: usize| {
+            let (group, span) = (task / spans, task % spans);
+            let first = group * per_group;
+            let rows = Rows {
+                conv: self,
+                input,
+                h: 1,
+                w: n,
+                ow: n,
+                ib,
+                oy: 0,
+                first,
+                count: (ob - first).min(per_group),
+                out: out_ptr,
+                oh: 1,
+                residual,
+                kernel,
+                layout,
+                span: (span * SPAN, ((span + 1) * SPAN).min(n)),
+            };
+            dispatch(&rows);
+        };
+        let tasks = groups * spans;
+        if rayon::current_num_threads() > 1 && tasks > 1 {
+            (0..tasks).into_par_iter().for_each(run);
+        } else {
+            (0..tasks).for_each(run);
+        }
+    }
+}
+
+/// Pixels per task of a pointwise convolution: a multiple of every tile width.
+const SPAN: usize = 168;
 
 /// Input blocks from which a layer counts as deep (see `run`), and the
 /// output blocks per task then.
@@ -325,6 +383,8 @@ struct Rows<'a> {
     residual: Option<&'a [f32]>,
     kernel: Kernel,
     layout: InLayout,
+    /// The output pixels of row `oy` this task writes, `[from, to)`.
+    span: (usize, usize),
 }
 
 /// Where input value (channel `ib·16 + ci`, row `iy`, column `ix`) is:
@@ -422,14 +482,17 @@ fn interior(w: usize, ow: usize, k: usize, s: usize, pad: usize) -> (usize, usiz
 fn row<const OB: usize, const PX: usize>(r: &Rows) {
     let c = r.conv;
     let (k, s, pad) = (c.k, c.stride, c.pad);
+    let (from, to) = r.span;
     let (lo, hi) = interior(r.w, r.ow, k, s, pad);
+    let (lo, hi) = (lo.clamp(from, to), hi.clamp(from, to));
+    let hi = hi.max(lo);
     #[cfg(target_arch = "x86_64")]
     if r.kernel == Kernel::Avx2 {
         // SAFETY: the CPU has AVX2 and FMA (the kernel is chosen only then);
         // pixels outside `lo..hi` are checked tap by tap.
         unsafe {
             for block in 0..r.count {
-                for ox in 0..lo {
+                for ox in from..lo {
                     avx2::single(r, ox, block, true);
                 }
                 let mut ox = lo;
@@ -440,7 +503,7 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
                 for ox in ox..hi {
                     avx2::single(r, ox, block, false);
                 }
-                for ox in hi..r.ow {
+                for ox in hi..to {
                     avx2::single(r, ox, block, true);
                 }
             }
@@ -452,7 +515,7 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
         // SAFETY: the CPU has AVX-512F (the kernel is chosen only then); pixels
         // outside `lo..hi` are checked tap by tap, those inside need not be.
         unsafe {
-            for ox in 0..lo {
+            for ox in from..lo {
                 avx512::tile::<OB, 1>(r, ox, true);
             }
             let mut ox = lo;
@@ -473,13 +536,13 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
             if ox < hi {
                 avx512::tile_of_width(r, OB, ox, hi - ox);
             }
-            for ox in hi..r.ow {
+            for ox in hi..to {
                 avx512::tile::<OB, 1>(r, ox, true);
             }
         }
         return;
     }
-    let mut ox = 0;
+    let mut ox = from;
     // Left border, one pixel at a time with bounds.
     while ox < lo {
         tile::<OB, 1>(r, ox, true);
@@ -489,7 +552,7 @@ fn row<const OB: usize, const PX: usize>(r: &Rows) {
         tile::<OB, PX>(r, ox, false);
         ox += PX;
     }
-    while ox < r.ow {
+    while ox < to {
         tile::<OB, 1>(r, ox, ox >= hi);
         ox += 1;
     }
