@@ -571,7 +571,14 @@ impl YoloV8 {
     /// decoding into `[b, 4 + classes, anchors]`.
     fn forward_blocked(&self, net: &super::blocked::BlockedNet, xs: &Tensor) -> Result<Tensor> {
         let (b, _, h, w) = xs.dims4()?;
-        let input = xs.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        // The frame is read where it lies: a copy of it (4.9 MB at 640) was
+        // a fresh allocation, and its page faults, every frame.
+        let xs = xs.contiguous()?;
+        let (storage, layout) = xs.storage_and_layout();
+        let input = match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(cpu), Some((from, to))) => &cpu.as_slice::<f32>()?[from..to],
+            _ => candle_core::bail!("the blocked path runs on contiguous f32 frames in CPU memory"),
+        };
         let rows = 4 + self.head.classes;
         let total: usize = STRIDES.iter().map(|s| (h / s) * (w / s)).sum();
         let mut out = vec![0f32; b * rows * total];
