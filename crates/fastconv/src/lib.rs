@@ -288,19 +288,18 @@ pub fn decode_head(
 ) {
     let classes = raw.len() / anchors - 4 * bins;
     assert!(raw.len() == (4 * bins + classes) * anchors && out.len() == (4 + classes) * total && dfl.len() == bins);
-    // Anchor-inner loops over whole rows, so that they vectorise.
-    let (mut max, mut sum, mut weighted) = (vec![0f32; anchors], vec![0f32; anchors], vec![0f32; anchors]);
+    // Anchor-inner loops over whole rows, so that they vectorise; the four
+    // sides, and then the class rows, are independent, and run in parallel.
     let mut distance = vec![0f32; 4 * anchors];
-    for side in 0..4 {
+    distance.par_chunks_mut(anchors).enumerate().for_each(|(side, distance)| {
         let row = |bin: usize| &raw[(side * bins + bin) * anchors..(side * bins + bin + 1) * anchors];
-        max.fill(f32::NEG_INFINITY);
+        let mut max = vec![f32::NEG_INFINITY; anchors];
         for bin in 0..bins {
             for (m, v) in max.iter_mut().zip(row(bin)) {
                 *m = m.max(*v);
             }
         }
-        sum.fill(0.0);
-        weighted.fill(0.0);
+        let (mut sum, mut weighted) = (vec![0f32; anchors], vec![0f32; anchors]);
         for (bin, w) in dfl.iter().enumerate() {
             for (((s, wt), v), m) in sum.iter_mut().zip(weighted.iter_mut()).zip(row(bin)).zip(&max) {
                 let e = exp(v - m);
@@ -308,10 +307,10 @@ pub fn decode_head(
                 *wt += e * w;
             }
         }
-        for ((d, wt), s) in distance[side * anchors..(side + 1) * anchors].iter_mut().zip(&weighted).zip(&sum) {
+        for ((d, wt), s) in distance.iter_mut().zip(&weighted).zip(&sum) {
             *d = wt / s;
         }
-    }
+    });
     let out_row = |r: usize| r * total + column;
     for a in 0..anchors {
         let (x, y) = (anchor_xy[a], anchor_xy[anchors + a]);
@@ -322,11 +321,11 @@ pub fn decode_head(
         out[out_row(2) + a] = (x1 - x0) * stride;
         out[out_row(3) + a] = (y1 - y0) * stride;
     }
-    for c in 0..classes {
-        let scores = &mut out[out_row(4 + c)..out_row(4 + c) + anchors];
+    out.par_chunks_mut(total).skip(4).take(classes).enumerate().for_each(|(c, row)| {
+        let scores = &mut row[column..column + anchors];
         scores.copy_from_slice(&raw[(4 * bins + c) * anchors..(4 * bins + c + 1) * anchors]);
         sigmoid_in_place(scores);
-    }
+    });
 }
 
 fn sigmoid_in_place(values: &mut [f32]) {

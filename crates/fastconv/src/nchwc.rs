@@ -163,15 +163,16 @@ impl Blocked {
 
     /// To NCHW, the first `channels` channels.
     pub fn to_nchw(&self, channels: usize) -> Vec<f32> {
-        let (h, w) = (self.h, self.w);
-        let mut out = vec![0.0; channels * h * w];
-        for (c, plane) in out.chunks_exact_mut(h * w).enumerate() {
-            let (block, lane) = (c / B, c % B);
-            let src = &self.data[block * h * w * B..(block + 1) * h * w * B];
-            for (i, v) in plane.iter_mut().enumerate() {
-                *v = src[i * B + lane];
+        let n = self.h * self.w;
+        let mut out = vec![0.0; channels * n];
+        // Block by block in parallel (the head's outputs are nine blocks).
+        out.par_chunks_mut(B * n).zip(self.data.par_chunks(B * n)).for_each(|(planes, src)| {
+            for (lane, plane) in planes.chunks_exact_mut(n).enumerate() {
+                for (v, pixel) in plane.iter_mut().zip(src.chunks_exact(B)) {
+                    *v = pixel[lane];
+                }
             }
-        }
+        });
         out
     }
 }
