@@ -270,7 +270,14 @@ impl BlockedConv {
         let out_ptr = SendPtr(out.as_mut_ptr());
         // Rows per task: enough pixels that a task outweighs its scheduling
         // on small maps (a 10-pixel row is a few microseconds of work).
-        let band = (MIN_TASK_PIXELS / ow.max(1)).clamp(1, oh.max(1));
+        let mut band = (MIN_TASK_PIXELS / ow.max(1)).clamp(1, oh.max(1));
+        // A few tasks that do not share out evenly leave a thread idle at
+        // the end of the layer (a 20×20 map in bands of 3 rows is 7 tasks
+        // for 2 threads): narrower bands until they do.
+        let threads = rayon::current_num_threads();
+        while band > 1 && groups * oh.div_ceil(band) < 4 * threads && groups * oh.div_ceil(band) % threads != 0 {
+            band -= 1;
+        }
         let bands = oh.div_ceil(band);
         let run = |task: usize| {
             let (group, first_row) = (task / bands, task % bands * band);
