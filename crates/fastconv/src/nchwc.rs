@@ -746,29 +746,43 @@ mod avx512 {
         _mm512_scalef_ps(p, n)
     }
 
-    /// All `LANES` input channels of one tap into the tile: for each, the
-    /// `OB` blocks' weights (`wp`, blocks `ob_stride` apart) times the
-    /// input of each pixel (`xp`, pixels `step` apart, channels
-    /// `channel` apart).
+    /// Every tap of rows `ky_rows` of blocked input into the tile of output
+    /// pixels `ox..` of row `r.oy`: all 16 lanes of each, the pixels `STEP`
+    /// values apart (16 × the stride).
     ///
     /// # Safety
-    /// The CPU has AVX-512F; the weights and input are in bounds.
+    /// The CPU has AVX-512F; the input is blocked, and every tap of the
+    /// tile's pixels in those rows lies inside it.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn accumulate<const OB: usize, const PX: usize, const LANES: usize>(
+    unsafe fn interior_taps<const OB: usize, const PX: usize, const STEP: usize>(
         acc: &mut [[__m512; PX]; OB],
-        wp: *const f32,
+        r: &Rows,
+        weights: *const f32,
         ob_stride: usize,
-        xp: *const f32,
-        step: usize,
-        channel: usize,
+        ox: usize,
+        (ky_from, ky_to): (usize, usize),
     ) {
-        // Four channels per iteration: the loop's own counting and jumping
-        // is then a small part of each pass.
-        for ci in (0..LANES).step_by(4) {
-            for u in ci..ci + 4 {
-                // SAFETY: as the caller promised.
-                unsafe { step_lane::<OB, PX>(acc, wp.add(u * B), ob_stride, xp.add(u * channel), step) };
+        let c = r.conv;
+        let (k, s, pad, l) = (c.k, c.stride, c.pad, r.layout);
+        let tap = B * B;
+        // SAFETY: as the caller promised.
+        unsafe {
+            for ib in 0..r.ib {
+                for ky in ky_from..ky_to {
+                    let line = r.input.as_ptr().add(ib * l.plane + (r.oy * s + ky - pad) * l.row);
+                    let wrow = weights.add((ib * k + ky) * k * tap);
+                    for kx in 0..k {
+                        let (wp, xp) = (wrow.add(kx * tap), line.add((ox * s + kx - pad) * B));
+                        // Four lanes per iteration: the loop's own counting
+                        // and jumping is then a small part of each pass.
+                        for ci in (0..B).step_by(4) {
+                            for u in ci..ci + 4 {
+                                step_lane::<OB, PX>(acc, wp.add(u * B), ob_stride, xp.add(u), STEP);
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -777,7 +791,7 @@ mod avx512 {
     /// block, a broadcast per pixel, an FMA for each pair.
     ///
     /// # Safety
-    /// As [`accumulate`].
+    /// The CPU has AVX-512F; the weights and input are in bounds.
     #[allow(clippy::needless_range_loop)]
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -855,24 +869,21 @@ mod avx512 {
             }
             let weights = c.packed.as_ptr().add(r.first * ob_stride);
             let l = r.layout;
-            if !checked && l.lanes == B && l.channel == 1 {
+            if !checked && l.lanes == B && l.channel == 1 && l.pixel == B && s <= 2 {
                 // The interior of blocked input: the rows of taps inside the
-                // input found once, and the lanes a constant, so the loop
-                // nest is plain and the accumulators stay in registers
-                // across taps (a runtime lane count had them stored and
-                // reloaded after every tap).
+                // input found once, and the lanes and the pixel step
+                // constants, so the loop nest is plain, the accumulators stay
+                // in registers across taps (a runtime lane count had them
+                // stored and reloaded after every tap), and one pointer
+                // reaches every pixel (a runtime step took a register per
+                // pixel: a 12-pixel tile ran out of them and reloaded its
+                // pointers from the stack inside the loop).
                 let top = r.oy * s;
-                let (ky_from, ky_to) = (pad.saturating_sub(top), (h + pad).saturating_sub(top).min(k));
-                let step = s * l.pixel;
-                for ib in 0..r.ib {
-                    for ky in ky_from..ky_to {
-                        let line = r.input.as_ptr().add(ib * l.plane + (top + ky - pad) * l.row);
-                        let wrow = weights.add((ib * k + ky) * k * tap);
-                        for kx in 0..k {
-                            let xp = line.add((ox * s + kx - pad) * l.pixel);
-                            accumulate::<OB, PX, B>(&mut acc, wrow.add(kx * tap), ob_stride, xp, step, 1);
-                        }
-                    }
+                let rows = (pad.saturating_sub(top), (h + pad).saturating_sub(top).min(k));
+                if s == 1 {
+                    interior_taps::<OB, PX, B>(&mut acc, r, weights, ob_stride, ox, rows);
+                } else {
+                    interior_taps::<OB, PX, { 2 * B }>(&mut acc, r, weights, ob_stride, ox, rows);
                 }
             } else {
                 for ky in 0..k {
