@@ -290,8 +290,9 @@ pub fn decode_head(
     assert!(raw.len() == (4 * bins + classes) * anchors && out.len() == (4 + classes) * total && dfl.len() == bins);
     // Anchor-inner loops over whole rows, so that they vectorise; the four
     // sides, and then the class rows, are independent, and run in parallel.
+    let parallel = rayon::current_num_threads() > 1;
     let mut distance = vec![0f32; 4 * anchors];
-    distance.par_chunks_mut(anchors).enumerate().for_each(|(side, distance)| {
+    let side_distances = |(side, distance): (usize, &mut [f32])| {
         let row = |bin: usize| &raw[(side * bins + bin) * anchors..(side * bins + bin + 1) * anchors];
         let mut max = vec![f32::NEG_INFINITY; anchors];
         for bin in 0..bins {
@@ -310,7 +311,13 @@ pub fn decode_head(
         for ((d, wt), s) in distance.iter_mut().zip(&weighted).zip(&sum) {
             *d = wt / s;
         }
-    });
+    };
+    // On one thread, here (see `Blocked::to_nchw`).
+    if parallel {
+        distance.par_chunks_mut(anchors).enumerate().for_each(side_distances);
+    } else {
+        distance.chunks_mut(anchors).enumerate().for_each(side_distances);
+    }
     let out_row = |r: usize| r * total + column;
     for a in 0..anchors {
         let (x, y) = (anchor_xy[a], anchor_xy[anchors + a]);
@@ -321,11 +328,16 @@ pub fn decode_head(
         out[out_row(2) + a] = (x1 - x0) * stride;
         out[out_row(3) + a] = (y1 - y0) * stride;
     }
-    out.par_chunks_mut(total).skip(4).take(classes).enumerate().for_each(|(c, row)| {
+    let class_scores = |(c, row): (usize, &mut [f32])| {
         let scores = &mut row[column..column + anchors];
         scores.copy_from_slice(&raw[(4 * bins + c) * anchors..(4 * bins + c + 1) * anchors]);
         sigmoid_in_place(scores);
-    });
+    };
+    if parallel {
+        out.par_chunks_mut(total).skip(4).take(classes).enumerate().for_each(class_scores);
+    } else {
+        out.chunks_mut(total).skip(4).take(classes).enumerate().for_each(class_scores);
+    }
 }
 
 fn sigmoid_in_place(values: &mut [f32]) {
