@@ -753,9 +753,10 @@ mod avx512 {
         _mm512_scalef_ps(p, n)
     }
 
-    /// Every tap of rows `ky_rows` of blocked input into the tile of output
-    /// pixels `ox..` of row `r.oy`: all 16 lanes of each, the pixels `STEP`
-    /// values apart (16 × the stride).
+    /// Every tap in kernel rows `ky_from..ky_to` (those inside the input)
+    /// of blocked input into the tile of output pixels `ox..` of row
+    /// `r.oy`: all 16 lanes of each, the pixels `STEP` values apart (16 ×
+    /// the stride).
     ///
     /// # Safety
     /// The CPU has AVX-512F; the input is blocked, and every tap of the
