@@ -893,6 +893,23 @@ mod avx512 {
                 } else {
                     interior_taps::<OB, PX, { 2 * B }>(&mut acc, r, weights, ob_stride, ox, rows);
                 }
+            } else if !checked && l.pixel == 1 && s == 2 {
+                // The first layer's interior, from the NCHW frame: the same,
+                // with the pixel step 2 and three lanes a plane apart.
+                let top = r.oy * s;
+                let rows = (pad.saturating_sub(top), (h + pad).saturating_sub(top).min(k));
+                for ib in 0..r.ib {
+                    for ky in rows.0..rows.1 {
+                        let line = r.input.as_ptr().add(ib * l.plane + (top + ky - pad) * l.row);
+                        for kx in 0..k {
+                            let wp = weights.add(((ib * k + ky) * k + kx) * tap);
+                            let xp = line.add(ox * s + kx - pad);
+                            for ci in 0..l.lanes {
+                                step_lane::<OB, PX>(&mut acc, wp.add(ci * B), ob_stride, xp.add(ci * l.channel), 2);
+                            }
+                        }
+                    }
+                }
             } else {
                 for ky in 0..k {
                     let iy = (r.oy * s + ky) as isize - pad as isize;
