@@ -754,13 +754,16 @@ mod avx512 {
     }
 
     /// Every tap in kernel rows `ky_from..ky_to` (those inside the input)
-    /// of blocked input into the tile of output pixels `ox..` of row
-    /// `r.oy`: all 16 lanes of each, the pixels `STEP` values apart (16 ×
-    /// the stride).
+    /// into the tile of output pixels `ox..` of row `r.oy`, the pixels
+    /// `STEP` values apart: 16 or 32 on blocked input (16 × the stride),
+    /// whose 16 lanes are then a constant count (a runtime one had the
+    /// accumulators stored and reloaded after every tap); else 2, the first
+    /// layer's stride on the NCHW frame, its lanes a plane apart.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; the input is blocked, and every tap of the
-    /// tile's pixels in those rows lies inside it.
+    /// The CPU has AVX-512F; the input is blocked (or, with `STEP` 2, the
+    /// NCHW frame), and every tap of the tile's pixels in those rows lies
+    /// inside it.
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn interior_taps<const OB: usize, const PX: usize, const STEP: usize>(
@@ -774,6 +777,8 @@ mod avx512 {
         let c = r.conv;
         let (k, s, pad, l) = (c.k, c.stride, c.pad, r.layout);
         let tap = B * B;
+        let blocked = STEP.is_multiple_of(B);
+        let pixel = if blocked { B } else { 1 };
         // SAFETY: as the caller promised.
         unsafe {
             for ib in 0..r.ib {
@@ -781,12 +786,19 @@ mod avx512 {
                     let line = r.input.as_ptr().add(ib * l.plane + (r.oy * s + ky - pad) * l.row);
                     let wrow = weights.add((ib * k + ky) * k * tap);
                     for kx in 0..k {
-                        let (wp, xp) = (wrow.add(kx * tap), line.add((ox * s + kx - pad) * B));
-                        // Four lanes per iteration: the loop's own counting
-                        // and jumping is then a small part of each pass.
-                        for ci in (0..B).step_by(4) {
-                            for u in ci..ci + 4 {
-                                step_lane::<OB, PX>(acc, wp.add(u * B), ob_stride, xp.add(u), STEP);
+                        let (wp, xp) = (wrow.add(kx * tap), line.add((ox * s + kx - pad) * pixel));
+                        if blocked {
+                            // Four lanes per iteration: the loop's own
+                            // counting and jumping is then a small part of
+                            // each pass.
+                            for ci in (0..B).step_by(4) {
+                                for u in ci..ci + 4 {
+                                    step_lane::<OB, PX>(acc, wp.add(u * B), ob_stride, xp.add(u), STEP);
+                                }
+                            }
+                        } else {
+                            for ci in 0..l.lanes {
+                                step_lane::<OB, PX>(acc, wp.add(ci * B), ob_stride, xp.add(ci * l.channel), STEP);
                             }
                         }
                     }
@@ -877,38 +889,21 @@ mod avx512 {
             }
             let weights = c.packed.as_ptr().add(r.first * ob_stride);
             let l = r.layout;
-            if !checked && l.lanes == B && l.channel == 1 && l.pixel == B && s <= 2 {
-                // The interior of blocked input: the rows of taps inside the
-                // input found once, and the lanes and the pixel step
-                // constants, so the loop nest is plain, the accumulators stay
-                // in registers across taps (a runtime lane count had them
-                // stored and reloaded after every tap), and one pointer
-                // reaches every pixel (a runtime step took a register per
-                // pixel: a 12-pixel tile ran out of them and reloaded its
-                // pointers from the stack inside the loop).
+            let blocked = l.lanes == B && l.channel == 1 && l.pixel == B;
+            // The first layer reads the NCHW frame: pixels 1 apart.
+            let frame = l.pixel == 1;
+            if !checked && ((blocked && s <= 2) || (frame && s == 2)) {
+                // The interior: the rows of taps inside the input found
+                // once, and the pixel step a constant, so the loop nest is
+                // plain and one pointer reaches every pixel (a runtime step
+                // took a register per pixel: a 12-pixel tile ran out of them
+                // and reloaded its pointers from the stack inside the loop).
                 let top = r.oy * s;
                 let rows = (pad.saturating_sub(top), (h + pad).saturating_sub(top).min(k));
-                if s == 1 {
-                    interior_taps::<OB, PX, B>(&mut acc, r, weights, ob_stride, ox, rows);
-                } else {
-                    interior_taps::<OB, PX, { 2 * B }>(&mut acc, r, weights, ob_stride, ox, rows);
-                }
-            } else if !checked && l.pixel == 1 && s == 2 {
-                // The first layer's interior, from the NCHW frame: the same,
-                // with the pixel step 2 and three lanes a plane apart.
-                let top = r.oy * s;
-                let rows = (pad.saturating_sub(top), (h + pad).saturating_sub(top).min(k));
-                for ib in 0..r.ib {
-                    for ky in rows.0..rows.1 {
-                        let line = r.input.as_ptr().add(ib * l.plane + (top + ky - pad) * l.row);
-                        for kx in 0..k {
-                            let wp = weights.add(((ib * k + ky) * k + kx) * tap);
-                            let xp = line.add(ox * s + kx - pad);
-                            for ci in 0..l.lanes {
-                                step_lane::<OB, PX>(&mut acc, wp.add(ci * B), ob_stride, xp.add(ci * l.channel), 2);
-                            }
-                        }
-                    }
+                match (blocked, s) {
+                    (true, 1) => interior_taps::<OB, PX, B>(&mut acc, r, weights, ob_stride, ox, rows),
+                    (true, _) => interior_taps::<OB, PX, { 2 * B }>(&mut acc, r, weights, ob_stride, ox, rows),
+                    (false, _) => interior_taps::<OB, PX, 2>(&mut acc, r, weights, ob_stride, ox, rows),
                 }
             } else {
                 for ky in 0..k {
