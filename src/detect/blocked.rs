@@ -14,11 +14,12 @@ use super::profile::time;
 /// A layer's name in the profile: kind, shape and FLOPs, as `bench --layers` prints it.
 fn label(conv: &BlockedConv, h: usize, w: usize) -> String {
     format!(
-        "nchwc conv {k}x{k} s{s} {ci:>3}->{co:<3} @{h}x{w}",
+        "nchwc conv {k}x{k} s{s} {ci:>3}->{co:<3} @{h}x{w}{how}",
         k = conv.k,
         s = conv.stride,
         ci = conv.c_in,
-        co = conv.c_out
+        co = conv.c_out,
+        how = if conv.runs_winograd() { " winograd" } else { "" }
     )
 }
 

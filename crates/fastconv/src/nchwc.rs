@@ -17,6 +17,8 @@
 
 use rayon::prelude::*;
 
+mod winograd;
+
 /// Channels per block.
 pub const B: usize = 16;
 
@@ -197,6 +199,9 @@ pub struct BlockedConv {
     pub stride: usize,
     pub pad: usize,
     pub silu: bool,
+    /// For 3×3 stride-1 layers, the weights for [`winograd`], which runs
+    /// them on every kernel.
+    winograd: Option<winograd::Winograd>,
 }
 
 impl BlockedConv {
@@ -219,7 +224,18 @@ impl BlockedConv {
         }
         let mut padded = bias.to_vec();
         padded.resize(ob * B, 0.0);
-        Self { packed, bias: padded, c_in, c_out, k, stride, pad: k / 2, silu }
+        let winograd = (k == 3 && stride == 1).then(|| winograd::Winograd::pack(weight, c_in, c_out));
+        Self { packed, bias: padded, c_in, c_out, k, stride, pad: k / 2, silu, winograd }
+    }
+
+    /// The same convolution that always runs direct (tests, comparisons).
+    pub fn direct_only(self) -> Self {
+        Self { winograd: None, ..self }
+    }
+
+    /// Whether this layer runs by Winograd's F(2×2, 3×3) on the kernel in use.
+    pub fn runs_winograd(&self) -> bool {
+        self.winograd.is_some()
     }
 
     pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
@@ -260,6 +276,11 @@ impl BlockedConv {
             let n = h * w;
             let flat = InLayout { row: n * B, ..layout };
             return self.run_spans(input, flat, n, out, residual);
+        }
+        if let Some(winograd) = &self.winograd
+            && layout.pixel == B
+        {
+            return winograd.forward(self, input, h, w, out, residual, kernel());
         }
         let (oh, ow) = self.out_size(h, w);
         let (ib, ob) = (self.c_in.div_ceil(B), self.c_out.div_ceil(B));
@@ -753,6 +774,18 @@ mod avx512 {
         _mm512_scalef_ps(p, n)
     }
 
+    /// `v / (1 + e^-v)` by a reciprocal estimate and one Newton step (about
+    /// 1e-7 relative): a 512-bit divide takes ~16 cycles, as long as a
+    /// shallow layer's whole accumulation of one vector.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn silu(v: __m512) -> __m512 {
+        let d = _mm512_add_ps(_mm512_set1_ps(1.0), exp(_mm512_sub_ps(_mm512_setzero_ps(), v)));
+        let r = _mm512_rcp14_ps(d);
+        let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)));
+        _mm512_mul_ps(v, r)
+    }
+
     /// Every tap in kernel rows `ky_from..ky_to` (those inside the input)
     /// into the tile of output pixels `ox..` of row `r.oy`, the pixels
     /// `STEP` values apart: 16 or 32 on blocked input (16 × the stride),
@@ -815,7 +848,7 @@ mod avx512 {
     #[allow(clippy::needless_range_loop)]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn step_lane<const OB: usize, const PX: usize>(
+    pub(super) unsafe fn step_lane<const OB: usize, const PX: usize>(
         acc: &mut [[__m512; PX]; OB],
         wp: *const f32,
         ob_stride: usize,
@@ -933,19 +966,11 @@ mod avx512 {
                     }
                 }
             }
-            let (one, two) = (_mm512_set1_ps(1.0), _mm512_set1_ps(2.0));
             for (b, acc_b) in acc.iter().enumerate() {
                 for (p, v) in acc_b.iter().enumerate() {
                     let mut v = *v;
                     if c.silu {
-                        // `v / (1 + e^-v)` by a reciprocal estimate and one
-                        // Newton step (about 1e-7 relative): a 512-bit
-                        // divide takes ~16 cycles, as long as a shallow
-                        // layer's whole accumulation of one vector.
-                        let d = _mm512_add_ps(one, exp(_mm512_sub_ps(_mm512_setzero_ps(), v)));
-                        let r = _mm512_rcp14_ps(d);
-                        let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, two));
-                        v = _mm512_mul_ps(v, r);
+                        v = silu(v);
                     }
                     let at = (((r.first + b) * r.oh + r.oy) * r.ow + ox + p) * B;
                     if let Some(res) = r.residual {
@@ -983,6 +1008,14 @@ mod avx2 {
             _mm256_set1_epi32(127),
         )));
         _mm256_mul_ps(p, scale)
+    }
+
+    /// `v / (1 + e^-v)`, 8 lanes (an 8-lane divide is cheap on these cores).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn silu(v: __m256) -> __m256 {
+        let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), v));
+        _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e))
     }
 
     /// One output block × one pixel (borders and what is left of a row).
@@ -1030,14 +1063,12 @@ mod avx2 {
                     }
                 }
             }
-            let one = _mm256_set1_ps(1.0);
             let at = ((ob * r.oh + r.oy) * r.ow + ox) * B;
             for half in 0..2 {
                 let mut v =
                     _mm256_add_ps(_mm256_add_ps(acc[0][half], acc[1][half]), _mm256_add_ps(acc[2][half], acc[3][half]));
                 if c.silu {
-                    let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), v));
-                    v = _mm256_div_ps(v, _mm256_add_ps(one, e));
+                    v = silu(v);
                 }
                 if let Some(res) = r.residual {
                     v = _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr().add(at + 8 * half)));
@@ -1109,14 +1140,12 @@ mod avx2 {
                     }
                 }
             }
-            let one = _mm256_set1_ps(1.0);
             for (p, halves) in acc.iter().enumerate() {
                 let at = ((ob * r.oh + r.oy) * r.ow + ox + p) * B;
                 for (half, v) in halves.iter().enumerate() {
                     let mut v = *v;
                     if c.silu {
-                        let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), v));
-                        v = _mm256_div_ps(v, _mm256_add_ps(one, e));
+                        v = silu(v);
                     }
                     if let Some(res) = r.residual {
                         v = _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr().add(at + 8 * half)));
@@ -1261,6 +1290,7 @@ mod tests {
 
     fn check(kernel: Kernel) {
         force_kernel(Some(kernel));
+        let mut by_winograd = 0;
         // (c_in, c_out, k, stride, h, w): YOLOv8's kinds, odd sizes, 1 to 5 output blocks.
         for (i, &(c_in, c_out, k, s, h, w)) in [
             (3, 16, 3, 2, 33, 40),
@@ -1284,8 +1314,14 @@ mod tests {
             let x = random(c_in * h * w, 11 + i as u64);
             let weight: Vec<f32> = random(c_out * c_in * k * k, 7 + i as u64).iter().map(|v| v * 0.2).collect();
             let bias = random(c_out, 3 + i as u64);
-            for silu in [true, false] {
+            // 3×3 stride-1 layers both by Winograd and direct.
+            let variants = [true, false].into_iter().flat_map(|silu| {
                 let conv = BlockedConv::new(&weight, &bias, c_in, c_out, k, s, silu);
+                let direct = conv.winograd.is_some().then(|| conv.clone().direct_only());
+                [Some(conv), direct].into_iter().flatten().map(move |conv| (silu, conv))
+            });
+            for (silu, conv) in variants {
+                by_winograd += usize::from(conv.runs_winograd());
                 let (oh, ow) = conv.out_size(h, w);
                 let input = Blocked::from_nchw(&x, c_in, h, w);
                 let mut out = Blocked::zeros(c_out, oh, ow);
@@ -1311,6 +1347,9 @@ mod tests {
                 assert!(with.data.iter().zip(&sum).all(|(a, b)| (a - b).abs() <= 1e-5), "kind {i} residual");
             }
         }
+        // Every 3×3 stride-1 kind, with and without SiLU.
+        let expected = 2 * 6;
+        assert_eq!(by_winograd, expected, "layers run by Winograd on {kernel:?}");
         force_kernel(None);
     }
 
