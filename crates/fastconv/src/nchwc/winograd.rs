@@ -174,7 +174,7 @@ impl Job<'_> {
     }
 
     /// `Bᵀ d B` of every tile's 4×4 patch (zeros outside the map) into
-    /// `v`, laid out `[position][in block][tile][lane]` (the portable
+    /// `v`, laid out `[in block][tile][position][lane]` (the portable
     /// kernel's; the others have their own in [`simd_transforms`]).
     #[allow(clippy::needless_range_loop)]
     fn transform_input(&self, v: &mut [f32]) {
@@ -206,7 +206,7 @@ impl Job<'_> {
                 }
                 for r in 0..4 {
                     for (c, lanes) in b_t(e[r]).iter().enumerate() {
-                        let at = (((r * 4 + c) * self.ib + ib) * n + i) * B;
+                        let at = ((ib * n + i) * POS + r * 4 + c) * B;
                         v[at..at + B].copy_from_slice(lanes);
                     }
                 }
@@ -214,8 +214,8 @@ impl Job<'_> {
         }
     }
 
-    /// `Aᵀ m A` of every tile's products (`[position][block of the group]
-    /// [tile][lane]`), plus the bias, then SiLU and the residual, stored to
+    /// `Aᵀ m A` of every tile's products (`[block of the group][tile]
+    /// [position][lane]`), plus the bias, then SiLU and the residual, stored to
     /// the output pixels inside the map.
     #[allow(clippy::needless_range_loop)]
     fn transform_output(&self, m: &[f32]) {
@@ -227,7 +227,7 @@ impl Job<'_> {
                 let mut q = [[[0.0f32; B]; 4]; 4];
                 for r in 0..4 {
                     for c in 0..4 {
-                        let at = (((r * 4 + c) * self.count + b) * n + i) * B;
+                        let at = ((b * n + i) * POS + r * 4 + c) * B;
                         q[r][c].copy_from_slice(&m[at..at + B]);
                     }
                 }
@@ -281,7 +281,7 @@ impl Job<'_> {
                 for i in 0..n {
                     let mut acc = [0.0f32; B];
                     for ib in 0..self.ib {
-                        let x = &v[((pos * self.ib + ib) * n + i) * B..][..B];
+                        let x = &v[((ib * n + i) * POS + pos) * B..][..B];
                         for (ci, x) in x.iter().enumerate() {
                             let wv = &weights[(ib * B + ci) * B..][..B];
                             for (a, wv) in acc.iter_mut().zip(wv) {
@@ -289,7 +289,7 @@ impl Job<'_> {
                             }
                         }
                     }
-                    let at = ((pos * self.count + b) * n + i) * B;
+                    let at = ((b * n + i) * POS + pos) * B;
                     m[at..at + B].copy_from_slice(&acc);
                 }
             }
@@ -390,7 +390,7 @@ macro_rules! simd_transforms {
                             for r in 0..4 {
                                 let row = b_t([e[0][r], e[1][r], e[2][r], e[3][r]]);
                                 for c in 0..4 {
-                                    $store(out.add((((r * 4 + c) * job.ib + ib) * n + i) * B + half), row[c]);
+                                    $store(out.add(((ib * n + i) * POS + r * 4 + c) * B + half), row[c]);
                                 }
                             }
                         }
@@ -421,7 +421,7 @@ macro_rules! simd_transforms {
                         unsafe {
                             let bias = $load(job.bias.as_ptr().add(block * B + half));
                             let q: [$v; POS] = std::array::from_fn(|pos| {
-                                $load(m.as_ptr().add(((pos * job.count + b) * n + i) * B + half))
+                                $load(m.as_ptr().add(((b * n + i) * POS + pos) * B + half))
                             });
                             let cols = [0, 1, 2, 3].map(|c| a_t([q[c], q[4 + c], q[8 + c], q[12 + c]]));
                             for dy in 0..2 {
@@ -521,19 +521,19 @@ mod avx512 {
         // SAFETY: as the caller promised.
         unsafe {
             let weights = job.u.as_ptr().add((pos * job.ob + job.first) * ob_stride);
-            let x = v.as_ptr().add((pos * job.ib * n + t) * B);
+            let x = v.as_ptr().add((t * POS + pos) * B);
             for ib in 0..job.ib {
-                let (wp, xp) = (weights.add(ib * B * B), x.add(ib * n * B));
+                let (wp, xp) = (weights.add(ib * B * B), x.add(ib * n * POS * B));
                 for ci in (0..B).step_by(4) {
                     for u in ci..ci + 4 {
-                        step_lane::<OB, PX>(&mut acc, wp.add(u * B), ob_stride, xp.add(u), B);
+                        step_lane::<OB, PX>(&mut acc, wp.add(u * B), ob_stride, xp.add(u), POS * B);
                     }
                 }
             }
             let out = m.as_mut_ptr();
             for b in 0..OB {
                 for p in 0..PX {
-                    _mm512_storeu_ps(out.add(((pos * job.count + b) * n + t + p) * B), acc[b][p]);
+                    _mm512_storeu_ps(out.add(((b * n + t + p) * POS + pos) * B), acc[b][p]);
                 }
             }
         }
@@ -601,21 +601,21 @@ mod avx2 {
         // SAFETY: as the caller promised.
         unsafe {
             let weights = job.u.as_ptr().add((pos * job.ob + job.first + b) * job.ib * B * B);
-            let x = v.as_ptr().add((pos * job.ib * n + t) * B);
+            let x = v.as_ptr().add((t * POS + pos) * B);
             for ib in 0..job.ib {
-                let (wp, xp) = (weights.add(ib * B * B), x.add(ib * n * B));
+                let (wp, xp) = (weights.add(ib * B * B), x.add(ib * n * POS * B));
                 for ci in 0..B {
                     let lo = _mm256_loadu_ps(wp.add(ci * B));
                     let hi = _mm256_loadu_ps(wp.add(ci * B + 8));
                     for (p, acc) in acc.iter_mut().enumerate() {
-                        let x = _mm256_broadcast_ss(&*xp.add(p * B + ci));
+                        let x = _mm256_broadcast_ss(&*xp.add(p * POS * B + ci));
                         acc[0] = _mm256_fmadd_ps(lo, x, acc[0]);
                         acc[1] = _mm256_fmadd_ps(hi, x, acc[1]);
                     }
                 }
             }
             for (p, acc) in acc.iter().enumerate() {
-                let at = ((pos * job.count + b) * n + t + p) * B;
+                let at = ((b * n + t + p) * POS + pos) * B;
                 _mm256_storeu_ps(m.as_mut_ptr().add(at), acc[0]);
                 _mm256_storeu_ps(m.as_mut_ptr().add(at + 8), acc[1]);
             }
