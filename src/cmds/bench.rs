@@ -168,6 +168,7 @@ fn print_profile(detector: &Detector, input: &candle_core::Tensor, iterations: u
             l if l.starts_with("fused conv") => "fused conv + bias + silu (fast path)",
             l if l.starts_with("nchwc conv 1x1") => "blocked conv 1x1",
             l if l.starts_with("nchwc conv 3x3") && l.contains(" s2 ") => "blocked conv 3x3 stride 2",
+            l if l.starts_with("nchwc conv 3x3") && l.contains(" winograd") => "blocked conv 3x3 stride 1, Winograd",
             l if l.starts_with("nchwc conv 3x3") => "blocked conv 3x3 stride 1",
             l if l.starts_with("conv 1x1") => "conv 1x1",
             l if l.starts_with("conv 3x3") && l.contains(" s2 ") => "conv 3x3 stride 2",
