@@ -420,9 +420,8 @@ macro_rules! simd_transforms {
                         // pixel inside the map.
                         unsafe {
                             let bias = $load(job.bias.as_ptr().add(block * B + half));
-                            let q: [$v; POS] = std::array::from_fn(|pos| {
-                                $load(m.as_ptr().add(((b * n + i) * POS + pos) * B + half))
-                            });
+                            let q: [$v; POS] =
+                                std::array::from_fn(|pos| $load(m.as_ptr().add(((b * n + i) * POS + pos) * B + half)));
                             let cols = [0, 1, 2, 3].map(|c| a_t([q[c], q[4 + c], q[8 + c], q[12 + c]]));
                             for dy in 0..2 {
                                 let y = 2 * ty + dy;
