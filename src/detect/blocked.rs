@@ -157,8 +157,9 @@ fn join(a: &Blocked, b: &Blocked) -> Blocked {
 
 impl BlockedNet {
     /// One image, NCHW `[3, h, w]` in `[0, 1]`, to the head's raw outputs
-    /// per scale: `[4·16 + classes, h·w]` row-major, with the scale's size.
-    pub fn forward(&self, image: &[f32], h: usize, w: usize) -> Vec<(Vec<f32>, usize, usize)> {
+    /// per scale, blocked: the box distributions in blocks 0–3, then the
+    /// class logits.
+    pub fn forward(&self, image: &[f32], h: usize, w: usize) -> Vec<Blocked> {
         // Activation buffers come from this net's pools, whichever thread
         // runs the pass; declared first, so it is dropped last.
         let _pool = LentPool::lend(&self.pools);
@@ -179,7 +180,6 @@ impl BlockedNet {
         let h1 = self.n2.forward(&up_and_join(&top, &p3));
         let h2 = self.n4.forward(&join(&apply(&self.n3, &h1), &top));
         let h3 = self.n6.forward(&join(&apply(&self.n5, &h2), &p5));
-        let rows = 4 * 16 + self.classes;
         [&h1, &h2, &h3]
             .iter()
             .enumerate()
@@ -191,8 +191,7 @@ impl BlockedNet {
                     let hidden = apply(&branch.c2, &apply(&branch.c1, x));
                     run(&branch.out, &hidden.data, x.h, x.w, &mut out.data[dst], None);
                 }
-                let raw = time(|| "nchwc output layout".into(), || out.to_nchw(rows));
-                (raw, x.h, x.w)
+                out
             })
             .collect()
     }

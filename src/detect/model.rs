@@ -588,25 +588,19 @@ impl YoloV8 {
                 || "head decode (DFL, boxes, sigmoid)".into(),
                 || {
                     let mut column = 0;
-                    for ((raw, sh, sw), stride) in scales.iter().zip(STRIDES) {
-                        let n = sh * sw;
-                        let mut xy = vec![0f32; 2 * n];
-                        for i in 0..n {
-                            xy[i] = (i % sw) as f32 + 0.5;
-                            xy[n + i] = (i / sw) as f32 + 0.5;
-                        }
-                        super::fastconv::decode_head(
-                            raw,
-                            n,
-                            DFL_BINS,
+                    for (raw, stride) in scales.iter().zip(STRIDES) {
+                        super::fastconv::nchwc::decode_head(
+                            &raw.data,
+                            raw.h,
+                            raw.w,
+                            net.classes,
                             &net.dfl,
-                            &xy,
                             stride as f32,
                             dst,
                             total,
                             column,
                         );
-                        column += n;
+                        column += raw.h * raw.w;
                     }
                 },
             );

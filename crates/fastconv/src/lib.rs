@@ -391,7 +391,10 @@ fn exp(x: f32) -> f32 {
     let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of n + 127 + 1.5·2^23, whose low mantissa bits
+    // then hold the integer n + 127: a float-to-int conversion (saturating
+    // in Rust) would keep the lane loops that call this from vectorising.
+    let scale = f32::from_bits((n + (ROUND + 127.0)).to_bits() << 23);
     p * scale
 }
 
