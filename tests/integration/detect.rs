@@ -102,20 +102,31 @@ fn the_fast_path_agrees_with_the_reference_on_every_layer_of_the_real_model() {
     let input = image::open(fixtures.join("reference/bus_square640_input.png")).unwrap().to_rgb8();
     let (w, h) = (input.width() as usize, input.height() as usize);
     let tensor = rgb_to_tensor(input.as_raw(), w, h, &candle_core::Device::Cpu).unwrap();
-    smart_cctv::detect::model::layer_check(true);
-    detector.forward(&tensor).unwrap();
-    let diffs = smart_cctv::detect::model::layer_check(false);
-    // YOLOv8n has 57 convolutions with batch norm and SiLU (the head's last
-    // three 1x1 convolutions of each branch have neither), each compared on
-    // both fast paths (im2col + GEMM, and blocked); other tests running
-    // meanwhile may add theirs, which are compared just the same.
-    assert!(diffs.len() >= 2 * 57, "{} layers compared", diffs.len());
-    assert!(diffs.iter().filter(|(layer, _)| layer.starts_with("nchwc")).count() >= 57);
-    for (layer, diff) in &diffs {
-        assert!(*diff <= 1e-4, "{layer}: max |fast - reference| = {diff}");
+    // On every kernel this machine has (a forced kernel it lacks falls back
+    // to the next one down): each has its own Winograd products and
+    // transforms. Other tests running meanwhile take the forced kernel too,
+    // and are just as right on it.
+    use smart_cctv::detect::fastconv::nchwc::{Kernel, force_kernel, kernel};
+    for forced in [Kernel::Avx512, Kernel::Avx2, Kernel::Generic] {
+        force_kernel(Some(forced));
+        let running = kernel();
+        smart_cctv::detect::model::layer_check(true);
+        let result = detector.forward(&tensor);
+        let diffs = smart_cctv::detect::model::layer_check(false);
+        force_kernel(None);
+        result.unwrap();
+        // YOLOv8n has 57 convolutions with batch norm and SiLU (the head's
+        // last three 1x1 convolutions of each branch have neither), each
+        // compared on both fast paths (im2col + GEMM, and blocked); other
+        // tests running meanwhile may add theirs, compared just the same.
+        assert!(diffs.len() >= 2 * 57, "{running:?}: {} layers compared", diffs.len());
+        assert!(diffs.iter().filter(|(layer, _)| layer.starts_with("nchwc")).count() >= 57);
+        for (layer, diff) in &diffs {
+            assert!(*diff <= 1e-4, "{running:?}: {layer}: max |fast - reference| = {diff}");
+        }
+        let worst = diffs.iter().map(|d| d.1).fold(0.0, f32::max);
+        eprintln!("{running:?}: {} layers, worst max |fast - reference| = {worst:e}", diffs.len());
     }
-    let worst = diffs.iter().map(|d| d.1).fold(0.0, f32::max);
-    eprintln!("{} layers, worst max |fast - reference| = {worst:e}", diffs.len());
 }
 
 fn raw_network_output_matches_the_reference() {
