@@ -1,6 +1,8 @@
-//! The whole network on the blocked layout (`fastconv::nchwc`): converted
-//! once at the input and once at the head's outputs, direct convolutions
-//! with SiLU (and the bottlenecks' residual) fused into their stores,
+//! The whole network on the blocked layout (`fastconv::nchwc`): the first
+//! layer reads the NCHW frame and the head's decode reads the blocks, so
+//! nothing is converted; convolutions (3×3 stride-1 ones by Winograd's
+//! F(2×2, 3×3), the rest direct) with SiLU (and the bottlenecks' residual)
+//! fused into their stores,
 //! C2f and SPPF outputs written into their slices of one buffer (so their
 //! concatenations cost nothing), and max-pool and upsampling on the blocks.
 //!

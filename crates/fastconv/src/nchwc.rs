@@ -332,11 +332,7 @@ impl BlockedConv {
             }
         };
         let tasks = groups * bands;
-        if rayon::current_num_threads() > 1 && tasks > 1 {
-            (0..tasks).into_par_iter().for_each(run);
-        } else {
-            (0..tasks).for_each(run);
-        }
+        for_each_task(tasks, run);
     }
 }
 
@@ -377,11 +373,19 @@ impl BlockedConv {
             dispatch(&rows);
         };
         let tasks = groups * spans;
-        if rayon::current_num_threads() > 1 && tasks > 1 {
-            (0..tasks).into_par_iter().for_each(run);
-        } else {
-            (0..tasks).for_each(run);
-        }
+        for_each_task(tasks, run);
+    }
+}
+
+/// `run(task)` for every task: on the pool when it has more than one
+/// thread and there is more than one task, else here, on the calling
+/// thread (a pool of one runs its loop on another core, away from the
+/// caches the caller has just filled).
+fn for_each_task(tasks: usize, run: impl Fn(usize) + Sync + Send) {
+    if rayon::current_num_threads() > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(run);
+    } else {
+        (0..tasks).for_each(run);
     }
 }
 
@@ -1280,12 +1284,7 @@ pub fn decode_head(
     let job = Decode { raw, n, w, classes, dfl, stride, out, total, column };
     let chunks = n.div_ceil(DECODE_ANCHORS);
     let run = |chunk: usize| job.run(chunk * DECODE_ANCHORS..((chunk + 1) * DECODE_ANCHORS).min(n));
-    // On one thread, here (see `Blocked::to_nchw`).
-    if rayon::current_num_threads() > 1 && chunks > 1 {
-        (0..chunks).into_par_iter().for_each(run);
-    } else {
-        (0..chunks).for_each(run);
-    }
+    for_each_task(chunks, run);
 }
 
 /// One scale's decoding (see [`decode_head`]).

@@ -121,13 +121,7 @@ impl Winograd {
                 job.run(kernel, &mut scratch[..need]);
             });
         };
-        let tasks = groups * chunks;
-        if threads > 1 && tasks > 1 {
-            use rayon::prelude::*;
-            (0..tasks).into_par_iter().for_each(run);
-        } else {
-            (0..tasks).for_each(run);
-        }
+        super::for_each_task(groups * chunks, run);
     }
 }
 
