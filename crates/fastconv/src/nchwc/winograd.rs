@@ -30,8 +30,6 @@ const CHUNK: usize = 48;
 /// Tiles per chunk at least, when chunks are cut smaller to feed threads.
 const MIN_CHUNK: usize = 12;
 
-type Lanes = [f32; B];
-
 /// A 3×3 stride-1 convolution's weights, transformed: `G g Gᵀ` per pair of
 /// channels, laid out `[position][out block][in block][in lane][out lane]`.
 #[derive(Debug, Clone)]
@@ -162,171 +160,23 @@ impl Job<'_> {
             Kernel::Generic => {}
         }
         let _ = kernel;
-        self.transform_input(v);
-        self.products_portable(v, m);
-        self.transform_output(m);
+        // SAFETY: the portable kernel needs no features.
+        unsafe { portable::run(self, v, m) }
     }
-
-    /// `Bᵀ d B` of every tile's 4×4 patch (zeros outside the map) into
-    /// `v`, laid out `[in block][tile][position][lane]` (the portable
-    /// kernel's; the others have their own in [`simd_transforms`]).
-    #[allow(clippy::needless_range_loop)]
-    fn transform_input(&self, v: &mut [f32]) {
-        let (h, w, n) = (self.h as isize, self.w as isize, self.tiles.1);
-        for ib in 0..self.ib {
-            let plane = &self.input[ib * self.h * self.w * B..(ib + 1) * self.h * self.w * B];
-            for i in 0..n {
-                let t = self.tiles.0 + i;
-                let (y0, x0) = (2 * (t / self.tw) as isize - 1, 2 * (t % self.tw) as isize - 1);
-                let inside = y0 >= 0 && x0 >= 0 && y0 + 4 <= h && x0 + 4 <= w;
-                let mut d = [[[0.0f32; B]; 4]; 4];
-                for r in 0..4 {
-                    for c in 0..4 {
-                        let (y, x) = (y0 + r as isize, x0 + c as isize);
-                        if inside || (y >= 0 && x >= 0 && y < h && x < w) {
-                            let at = (y * w + x) as usize * B;
-                            d[r][c].copy_from_slice(&plane[at..at + B]);
-                        }
-                    }
-                }
-                // Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], down the
-                // columns and then along the rows.
-                let mut e = [[[0.0f32; B]; 4]; 4];
-                for c in 0..4 {
-                    let col = b_t([d[0][c], d[1][c], d[2][c], d[3][c]]);
-                    for r in 0..4 {
-                        e[r][c] = col[r];
-                    }
-                }
-                for r in 0..4 {
-                    for (c, lanes) in b_t(e[r]).iter().enumerate() {
-                        let at = ((ib * n + i) * POS + r * 4 + c) * B;
-                        v[at..at + B].copy_from_slice(lanes);
-                    }
-                }
-            }
-        }
-    }
-
-    /// `Aᵀ m A` of every tile's products (`[block of the group][tile]
-    /// [position][lane]`), plus the bias, then SiLU and the residual, stored to
-    /// the output pixels inside the map.
-    #[allow(clippy::needless_range_loop)]
-    fn transform_output(&self, m: &[f32]) {
-        let n = self.tiles.1;
-        for b in 0..self.count {
-            let block = self.first + b;
-            let bias = &self.bias[block * B..(block + 1) * B];
-            for i in 0..n {
-                let mut q = [[[0.0f32; B]; 4]; 4];
-                for r in 0..4 {
-                    for c in 0..4 {
-                        let at = ((b * n + i) * POS + r * 4 + c) * B;
-                        q[r][c].copy_from_slice(&m[at..at + B]);
-                    }
-                }
-                // Aᵀ = [1 1 1 0; 0 1 -1 -1], down the columns, then along the rows.
-                let mut cols = [[[0.0f32; B]; 4]; 2];
-                for c in 0..4 {
-                    let [top, bottom] = a_t([q[0][c], q[1][c], q[2][c], q[3][c]]);
-                    (cols[0][c], cols[1][c]) = (top, bottom);
-                }
-                let t = self.tiles.0 + i;
-                let (ty, tx) = (t / self.tw, t % self.tw);
-                for (dy, col) in cols.iter().enumerate() {
-                    let y = 2 * ty + dy;
-                    if y >= self.h {
-                        break;
-                    }
-                    for (dx, mut v) in a_t(*col).into_iter().enumerate() {
-                        let x = 2 * tx + dx;
-                        if x >= self.w {
-                            break;
-                        }
-                        for (v, b) in v.iter_mut().zip(bias) {
-                            *v += b;
-                            if self.silu {
-                                *v /= 1.0 + crate::exp(-*v);
-                            }
-                        }
-                        let at = ((block * self.h + y) * self.w + x) * B;
-                        if let Some(res) = self.residual {
-                            for (v, r) in v.iter_mut().zip(&res[at..at + B]) {
-                                *v += r;
-                            }
-                        }
-                        // SAFETY: (block, y, x) is this task's own output
-                        // pixel, inside the buffer (its length was asserted).
-                        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), self.out.0.add(at), B) };
-                    }
-                }
-            }
-        }
-    }
-
-    /// The products on the portable kernel: per position, block and tile,
-    /// the sum over input channels.
-    fn products_portable(&self, v: &[f32], m: &mut [f32]) {
-        let n = self.tiles.1;
-        let ob_stride = self.ib * B * B;
-        for pos in 0..POS {
-            for b in 0..self.count {
-                let weights = &self.u[(pos * self.ob + self.first + b) * ob_stride..][..ob_stride];
-                for i in 0..n {
-                    let mut acc = [0.0f32; B];
-                    for ib in 0..self.ib {
-                        let x = &v[((ib * n + i) * POS + pos) * B..][..B];
-                        for (ci, x) in x.iter().enumerate() {
-                            let wv = &weights[(ib * B + ci) * B..][..B];
-                            for (a, wv) in acc.iter_mut().zip(wv) {
-                                *a = wv.mul_add(*x, *a);
-                            }
-                        }
-                    }
-                    let at = ((b * n + i) * POS + pos) * B;
-                    m[at..at + B].copy_from_slice(&acc);
-                }
-            }
-        }
-    }
-}
-
-/// `Bᵀ x` for four values, lane by lane.
-#[inline(always)]
-fn b_t(x: [Lanes; 4]) -> [Lanes; 4] {
-    let mut y = [[0.0; B]; 4];
-    for l in 0..B {
-        y[0][l] = x[0][l] - x[2][l];
-        y[1][l] = x[1][l] + x[2][l];
-        y[2][l] = x[2][l] - x[1][l];
-        y[3][l] = x[1][l] - x[3][l];
-    }
-    y
-}
-
-/// `Aᵀ x` for four values, lane by lane.
-#[inline(always)]
-fn a_t(x: [Lanes; 4]) -> [Lanes; 2] {
-    let mut y = [[0.0; B]; 2];
-    for l in 0..B {
-        y[0][l] = x[0][l] + x[1][l] + x[2][l];
-        y[1][l] = x[1][l] - x[2][l] - x[3][l];
-    }
-    y
 }
 
 /// The transforms and the job's run for a kernel with `$lanes`-wide
-/// vectors (a block is `16 / $lanes` of them): the portable lane loops do
-/// not vectorise well (the patches stay in memory), so each kernel has
-/// these, written once here.
-#[cfg(target_arch = "x86_64")]
-macro_rules! simd_transforms {
-    ($feature:literal, $v:ty, $lanes:literal, $load:ident, $store:ident, $add:ident, $sub:ident, $zero:ident, $silu:ident) => {
+/// vectors (a block is `16 / $lanes` of them), its features enabled by
+/// the attributes `$attr`: written once here for every kernel, each on its
+/// own vectors (plain lane loops on arrays did not vectorise: the patches
+/// stayed in memory).
+macro_rules! transforms {
+    ($(#[$attr:meta])*, $v:ty, $lanes:literal, $load:ident, $store:ident, $add:ident, $sub:ident, $zero:ident, $silu:ident) => {
         /// Transform in, products, transform out.
         ///
         /// # Safety
         /// The CPU has the kernel's features; `v` and `m` are the job's scratch.
-        #[target_feature(enable = $feature)]
+        $(#[$attr])*
         pub(super) unsafe fn run(job: &Job, v: &mut [f32], m: &mut [f32]) {
             // SAFETY: as the caller promised.
             unsafe {
@@ -338,24 +188,25 @@ macro_rules! simd_transforms {
 
         /// `Bᵀ x` for four vectors.
         #[inline]
-        #[target_feature(enable = $feature)]
+        $(#[$attr])*
         fn b_t(x: [$v; 4]) -> [$v; 4] {
             [$sub(x[0], x[2]), $add(x[1], x[2]), $sub(x[2], x[1]), $sub(x[1], x[3])]
         }
 
         /// `Aᵀ x` for four vectors.
         #[inline]
-        #[target_feature(enable = $feature)]
+        $(#[$attr])*
         fn a_t(x: [$v; 4]) -> [$v; 2] {
             [$add($add(x[0], x[1]), x[2]), $sub($sub(x[1], x[2]), x[3])]
         }
 
-        /// As [`Job::transform_input`].
+        /// `Bᵀ d B` of every tile's 4×4 patch (zeros outside the map) into
+        /// `v`, laid out `[in block][tile][position][lane]`.
         ///
         /// # Safety
         /// The CPU has the kernel's features.
         #[allow(clippy::needless_range_loop)]
-        #[target_feature(enable = $feature)]
+        $(#[$attr])*
         unsafe fn transform_input(job: &Job, v: &mut [f32]) {
             let (h, w, n) = (job.h as isize, job.w as isize, job.tiles.1);
             assert!(v.len() >= POS * job.ib * n * B && job.input.len() >= job.ib * job.h * job.w * B);
@@ -393,12 +244,14 @@ macro_rules! simd_transforms {
             }
         }
 
-        /// As [`Job::transform_output`].
+        /// `Aᵀ m A` of every tile's products (`[block of the group][tile]
+        /// [position][lane]`), plus the bias, then SiLU and the residual,
+        /// stored to the output pixels inside the map.
         ///
         /// # Safety
         /// The CPU has the kernel's features.
         #[allow(clippy::needless_range_loop)]
-        #[target_feature(enable = $feature)]
+        $(#[$attr])*
         unsafe fn transform_output(job: &Job, m: &[f32]) {
             let n = job.tiles.1;
             assert!(m.len() >= POS * job.count * n * B && job.bias.len() >= (job.first + job.count) * B);
@@ -447,14 +300,95 @@ macro_rules! simd_transforms {
     };
 }
 
+/// The portable kernel: a block's 16 lanes as an array (what the compiler
+/// makes of them), and the products one output vector at a time.
+mod portable {
+    use super::{B, Job, POS};
+
+    type Lanes = [f32; B];
+
+    /// # Safety
+    /// `p` points at 16 readable values.
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Lanes {
+        // SAFETY: as the caller promised.
+        unsafe { p.cast::<Lanes>().read_unaligned() }
+    }
+
+    /// # Safety
+    /// `p` points at 16 writable values.
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Lanes) {
+        // SAFETY: as the caller promised.
+        unsafe { p.cast::<Lanes>().write_unaligned(v) }
+    }
+
+    #[inline(always)]
+    fn add(mut a: Lanes, b: Lanes) -> Lanes {
+        for (a, b) in a.iter_mut().zip(b) {
+            *a += b;
+        }
+        a
+    }
+
+    #[inline(always)]
+    fn sub(mut a: Lanes, b: Lanes) -> Lanes {
+        for (a, b) in a.iter_mut().zip(b) {
+            *a -= b;
+        }
+        a
+    }
+
+    #[inline(always)]
+    fn zero() -> Lanes {
+        [0.0; B]
+    }
+
+    #[inline(always)]
+    fn silu(mut v: Lanes) -> Lanes {
+        for v in v.iter_mut() {
+            *v /= 1.0 + crate::exp(-*v);
+        }
+        v
+    }
+
+    transforms!(, Lanes, 16, load, store, add, sub, zero, silu);
+
+    /// The products: per position, block and tile, the sum over input
+    /// channels.
+    fn products(job: &Job, v: &[f32], m: &mut [f32]) {
+        let n = job.tiles.1;
+        let ob_stride = job.ib * B * B;
+        for pos in 0..POS {
+            for b in 0..job.count {
+                let weights = &job.u[(pos * job.ob + job.first + b) * ob_stride..][..ob_stride];
+                for i in 0..n {
+                    let mut acc = [0.0f32; B];
+                    for ib in 0..job.ib {
+                        let x = &v[((ib * n + i) * POS + pos) * B..][..B];
+                        for (ci, x) in x.iter().enumerate() {
+                            let wv = &weights[(ib * B + ci) * B..][..B];
+                            for (a, wv) in acc.iter_mut().zip(wv) {
+                                *a = wv.mul_add(*x, *a);
+                            }
+                        }
+                    }
+                    let at = ((b * n + i) * POS + pos) * B;
+                    m[at..at + B].copy_from_slice(&acc);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::super::avx512::{silu, step_lane};
     use super::{B, Job, POS};
     use std::arch::x86_64::*;
 
-    simd_transforms!(
-        "avx512f",
+    transforms!(
+        #[target_feature(enable = "avx512f")],
         __m512,
         16,
         _mm512_loadu_ps,
@@ -539,8 +473,8 @@ mod avx2 {
     use super::{B, Job, POS};
     use std::arch::x86_64::*;
 
-    simd_transforms!(
-        "avx2,fma",
+    transforms!(
+        #[target_feature(enable = "avx2,fma")],
         __m256,
         8,
         _mm256_loadu_ps,
