@@ -200,7 +200,8 @@ pub struct BlockedConv {
     pub pad: usize,
     pub silu: bool,
     /// For 3×3 stride-1 layers, the weights for [`winograd`], which runs
-    /// them on every kernel.
+    /// them on every kernel. (`packed` is kept for them too: the direct
+    /// path takes NCHW input, and tests compare the two.)
     winograd: Option<winograd::Winograd>,
 }
 
@@ -233,7 +234,8 @@ impl BlockedConv {
         Self { winograd: None, ..self }
     }
 
-    /// Whether this layer runs by Winograd's F(2×2, 3×3) on the kernel in use.
+    /// Whether this layer runs by Winograd's F(2×2, 3×3) (on blocked input,
+    /// every kernel).
     pub fn runs_winograd(&self) -> bool {
         self.winograd.is_some()
     }
