@@ -102,12 +102,14 @@ fn the_fast_path_agrees_with_the_reference_on_every_layer_of_the_real_model() {
     let input = image::open(fixtures.join("reference/bus_square640_input.png")).unwrap().to_rgb8();
     let (w, h) = (input.width() as usize, input.height() as usize);
     let tensor = rgb_to_tensor(input.as_raw(), w, h, &candle_core::Device::Cpu).unwrap();
-    // On every kernel this machine has (a forced kernel it lacks falls back
-    // to the next one down): each has its own Winograd products and
-    // transforms. Other tests running meanwhile take the forced kernel too,
-    // and are just as right on it.
+    // On both vector kernels this machine may have (a forced kernel it
+    // lacks falls back to the next one down): each has its own Winograd
+    // products and transforms. Other tests running meanwhile take the
+    // forced kernel too, and are just as right on it. The portable kernel
+    // is left to fastconv's own tests: on the real model it takes seconds
+    // a pass, and starved the tests beside it (ALSA playback underran).
     use smart_cctv::detect::fastconv::nchwc::{Kernel, force_kernel, kernel};
-    for forced in [Kernel::Avx512, Kernel::Avx2, Kernel::Generic] {
+    for forced in [Kernel::Avx512, Kernel::Avx2] {
         force_kernel(Some(forced));
         let running = kernel();
         smart_cctv::detect::model::layer_check(true);
