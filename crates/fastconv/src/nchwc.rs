@@ -727,7 +727,11 @@ fn tile<const OB: usize, const PX: usize>(r: &Rows, ox: usize, checked: bool) {
                         let x = line[(x0 + p * s) * l.pixel + ci * l.channel];
                         for b in 0..OB {
                             for lane in 0..B {
-                                acc[b][p][lane] = wv[b][lane].mul_add(x, acc[b][p][lane]);
+                                // Not `mul_add`: without FMA in the
+                                // baseline it is a call to libm's `fmaf`
+                                // per value (seconds a frame on x86 boxes
+                                // without AVX2).
+                                acc[b][p][lane] += wv[b][lane] * x;
                             }
                         }
                     }

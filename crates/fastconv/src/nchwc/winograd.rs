@@ -369,7 +369,8 @@ mod portable {
                         for (ci, x) in x.iter().enumerate() {
                             let wv = &weights[(ib * B + ci) * B..][..B];
                             for (a, wv) in acc.iter_mut().zip(wv) {
-                                *a = wv.mul_add(*x, *a);
+                                // Not `mul_add` (see the direct kernel's tile).
+                                *a += wv * x;
                             }
                         }
                     }
