@@ -312,7 +312,7 @@ pub fn decode_head(
             *d = wt / s;
         }
     };
-    // On one thread, here (see `Blocked::to_nchw`).
+    // On one thread, here (see `nchwc::for_each_task`).
     if parallel {
         distance.par_chunks_mut(anchors).enumerate().for_each(side_distances);
     } else {

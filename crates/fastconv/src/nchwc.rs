@@ -163,24 +163,17 @@ impl Blocked {
         out
     }
 
-    /// To NCHW, the first `channels` channels.
+    /// To NCHW, the first `channels` channels. Off the frame path (the
+    /// head's decode reads blocks): the layer check and tests use it.
     pub fn to_nchw(&self, channels: usize) -> Vec<f32> {
         let n = self.h * self.w;
         let mut out = vec![0.0; channels * n];
-        // Block by block in parallel (the head's outputs are nine blocks);
-        // on one thread, here, as the convolutions do (a pool of one would
-        // run it on another core, away from the caches that hold it).
-        let convert = |(planes, src): (&mut [f32], &[f32])| {
+        for (planes, src) in out.chunks_mut(B * n).zip(self.data.chunks(B * n)) {
             for (lane, plane) in planes.chunks_exact_mut(n).enumerate() {
                 for (v, pixel) in plane.iter_mut().zip(src.chunks_exact(B)) {
                     *v = pixel[lane];
                 }
             }
-        };
-        if rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(B * n).zip(self.data.par_chunks(B * n)).for_each(convert);
-        } else {
-            out.chunks_mut(B * n).zip(self.data.chunks(B * n)).for_each(convert);
         }
         out
     }
