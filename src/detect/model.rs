@@ -85,17 +85,26 @@ fn bn_folded(conv: &Conv2d, bn: &BatchNorm) -> Result<(Tensor, Tensor)> {
     Ok((weight, bias))
 }
 
-/// When on, every convolution runs both paths, records how far the fast one
-/// is from the reference, and passes the reference output on (so each layer
-/// is compared on the same input). For tests and `bench detector --check`.
-static LAYER_CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-static LAYER_DIFFS: std::sync::Mutex<Vec<(String, f32)>> = std::sync::Mutex::new(Vec::new());
+thread_local! {
+    /// When on, every convolution of a pass on this thread runs both paths,
+    /// records how far the fast one is from the reference, and passes the
+    /// reference output on (so each layer is compared on the same input).
+    /// Per thread, so a check covers its own passes only, not those of
+    /// other frames the process runs meanwhile (tests run side by side).
+    static LAYER_CHECK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static LAYER_DIFFS: std::cell::RefCell<Vec<(String, f32)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
-/// Turns the layer-by-layer comparison on or off; answers what was recorded
-/// since the last call: (layer, max |fast − reference|) in call order.
+fn layer_check_on() -> bool {
+    LAYER_CHECK.with(std::cell::Cell::get)
+}
+
+/// Turns the layer-by-layer comparison on or off for passes on this thread;
+/// answers what was recorded since the last call: (layer, max |fast −
+/// reference|) in call order.
 pub fn layer_check(on: bool) -> Vec<(String, f32)> {
-    LAYER_CHECK.store(on, std::sync::atomic::Ordering::Relaxed);
-    std::mem::take(&mut *LAYER_DIFFS.lock().unwrap_or_else(|p| p.into_inner()))
+    LAYER_CHECK.with(|c| c.set(on));
+    LAYER_DIFFS.with(|d| std::mem::take(&mut *d.borrow_mut()))
 }
 
 impl ConvBlock {
@@ -117,7 +126,7 @@ impl Module for ConvBlock {
         let Some(fast) = self.fast.as_ref().filter(|_| super::fastconv::enabled()) else {
             return self.reference(xs);
         };
-        if LAYER_CHECK.load(std::sync::atomic::Ordering::Relaxed) {
+        if layer_check_on() {
             let (want, got) = (self.reference(xs)?, fast.forward(xs)?);
             let diff = (&got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
             let mut diffs = vec![(self.label(xs), diff)];
@@ -137,7 +146,7 @@ impl Module for ConvBlock {
                 let diff = out.to_nchw(blocked.c_out).iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
                 diffs.push((format!("nchwc {}", self.label(xs)), diff));
             }
-            LAYER_DIFFS.lock().unwrap_or_else(|p| p.into_inner()).extend(diffs);
+            LAYER_DIFFS.with(|d| d.borrow_mut().extend(diffs));
             return Ok(want);
         }
         super::profile::time(|| format!("fused {}", self.label(xs)), || fast.forward(xs))
@@ -613,9 +622,7 @@ impl Module for YoloV8 {
     /// `[b, 3, h, w]` RGB in `[0, 1]`, `h` and `w` multiples of 32, to `[b, 4 + classes, anchors]`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         if let Some(net) = self.blocked.as_ref().filter(|_| {
-            super::fastconv::enabled()
-                && BLOCKED.load(std::sync::atomic::Ordering::Relaxed)
-                && !LAYER_CHECK.load(std::sync::atomic::Ordering::Relaxed)
+            super::fastconv::enabled() && BLOCKED.load(std::sync::atomic::Ordering::Relaxed) && !layer_check_on()
         }) {
             return self.forward_blocked(net, xs);
         }
