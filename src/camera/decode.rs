@@ -158,6 +158,62 @@ impl Decoder {
     }
 }
 
+/// Every `every`-th picture of a video file (0: spread `max` over the whole
+/// clip, when its length is known), up to `max` of them, RGB with the
+/// longer side at most `analysis_size`: the demo frame of `bench` and the
+/// calibration frames of int8.
+pub fn clip_frames(
+    path: &std::path::Path,
+    every: usize,
+    max: usize,
+    analysis_size: u32,
+) -> Result<Vec<RgbImage>, ClipError> {
+    let clip = || path.display().to_string();
+    init();
+    let mut input = ffmpeg::format::input(path).map_err(|e| ClipError { clip: clip(), reason: e.to_string() })?;
+    let stream = input
+        .streams()
+        .best(ffmpeg::media::Type::Video)
+        .ok_or_else(|| ClipError { clip: clip(), reason: "has no video stream".into() })?;
+    let index = stream.index();
+    let every = match every {
+        0 => (usize::try_from(stream.frames()).unwrap_or(0) / max.max(1)).max(1),
+        n => n,
+    };
+    let mut decoder = Decoder::from_parameters(stream.parameters(), analysis_size)
+        .map_err(|e| ClipError { clip: clip(), reason: e.to_string() })?;
+    let (mut seen, mut out) = (0usize, Vec::new());
+    for (stream, packet) in input.packets() {
+        if out.len() >= max {
+            break;
+        }
+        if stream.index() != index {
+            continue;
+        }
+        let mut want = || {
+            seen += 1;
+            (seen - 1).is_multiple_of(every)
+        };
+        // A damaged packet is skipped, as a camera would skip it.
+        if let Ok(pictures) = decoder.decode_packet(&packet, &mut want) {
+            out.extend(pictures.into_iter().map(|p| p.rgb));
+        }
+    }
+    out.truncate(max);
+    if out.is_empty() {
+        return Err(ClipError { clip: clip(), reason: "no picture decoded".into() });
+    }
+    Ok(out)
+}
+
+/// A video file that gave no pictures.
+#[derive(Debug, thiserror::Error)]
+#[error("clip {clip}: {reason}")]
+pub struct ClipError {
+    pub clip: String,
+    pub reason: String,
+}
+
 /// Scales `w`×`h` so its longer side is at most `max`, keeping the aspect
 /// ratio and even dimensions.
 pub fn fit(w: u32, h: u32, max: u32) -> (u32, u32) {

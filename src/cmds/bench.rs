@@ -59,6 +59,10 @@ pub struct DetectorBench {
     /// `avx512`, `avx2` or `generic` (a kernel the CPU lacks falls back)
     #[arg(long, default_value = "auto", value_parser = ["auto", "avx512", "avx2", "generic"])]
     pub kernel: String,
+    /// `f32`, or `int8` (calibrated first on the demo clip's frames; the
+    /// calibration is not timed)
+    #[arg(long, default_value = "f32", value_parser = ["f32", "int8"])]
+    pub precision: String,
 }
 
 pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
@@ -84,7 +88,11 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
     let store = ModelStore::open(&ModelStore::default_dir())?;
     let weights = store.resolve(args.model.as_deref().unwrap_or(&config.processing.detection.model))?;
     let options = DetectorOptions { size: args.size, mode: LetterboxMode::Square, ..DetectorOptions::default() };
-    let detector = Detector::load(&weights, &candle_core::Device::Cpu, options)?;
+    let mut detector = Detector::load(&weights, &candle_core::Device::Cpu, options)?;
+    if args.precision == "int8" {
+        let ranges = crate::detect::int8::calibrate_on_clip(&detector, std::path::Path::new(DEMO_CLIP))?;
+        detector = detector.in_int8(&ranges)?;
+    }
     let image = match &args.image {
         Some(path) => image::open(path).with_context(|| format!("cannot read {}", path.display()))?.to_rgb8(),
         None => demo_frame()?,
@@ -113,7 +121,8 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
         threads,
         match (args.reference, args.conv.as_str()) {
             (true, _) => "reference".to_owned(),
-            (false, "blocked") => format!("fast (blocked, {:?})", crate::detect::fastconv::nchwc::kernel()),
+            (false, "blocked") =>
+                format!("fast (blocked, {:?}, {})", crate::detect::fastconv::nchwc::kernel(), args.precision),
             (false, _) => "fast (im2col + GEMM)".to_owned(),
         },
         times.len(),
@@ -194,20 +203,9 @@ fn print_profile(detector: &Detector, input: &candle_core::Tensor, iterations: u
 
 /// The first frame of the demo clip, decoded by the camera path.
 fn demo_frame() -> anyhow::Result<image::RgbImage> {
-    use crate::camera::decode::Decoder;
-    let path = PathBuf::from("config/demo/people_walking.mp4");
-    crate::camera::decode::init();
-    let mut input =
-        ffmpeg_next::format::input(&path).with_context(|| format!("cannot open {}; pass --image", path.display()))?;
-    let stream = input.streams().best(ffmpeg_next::media::Type::Video).context("demo clip has no video")?;
-    let index = stream.index();
-    let mut decoder = Decoder::from_parameters(stream.parameters(), 640)?;
-    for (stream, packet) in input.packets() {
-        if stream.index() == index
-            && let Some(picture) = decoder.decode_packet(&packet, &mut || true)?.into_iter().next()
-        {
-            return Ok(picture.rgb);
-        }
-    }
-    anyhow::bail!("no frame decoded from {}", path.display())
+    let frames = crate::camera::decode::clip_frames(std::path::Path::new(DEMO_CLIP), 1, 1, 640)
+        .context("cannot read the demo frame; pass --image")?;
+    frames.into_iter().next().context("no frame in the demo clip")
 }
+
+use crate::detect::int8::DEMO_CLIP;

@@ -8,6 +8,7 @@ pub mod cameras;
 pub mod config;
 pub mod detect;
 pub mod events;
+pub mod model;
 pub mod ops;
 pub mod run;
 pub mod service_api;
@@ -81,6 +82,11 @@ pub enum Command {
     },
     /// Detect objects in still images, to check a model or a threshold
     Detect(detect::DetectArgs),
+    /// Model tools: `model quantize` calibrates int8 on your own clip
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
     /// Speaker tools
     Speaker {
         #[command(subcommand)]
@@ -131,6 +137,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(args) => status::run(&cli, args),
         Command::Ops { command } => ops::run(&cli, command),
         Command::Calibrate(args) => calibrate::run(&cli, args),
+        Command::Model { command } => model::run(&cli, command),
         Command::Speaker { command } => speaker::run(&cli, command),
         Command::User { command } => user::run(&cli, command),
     }

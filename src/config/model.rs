@@ -293,6 +293,20 @@ pub struct DetectionConfig {
     /// Inference workers; each uses one core.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// `f32`, or `int8`: quantized convolutions on CPUs with AVX-512 VNNI,
+    /// calibrated by `smart-cctv model quantize` (else on the demo clip at
+    /// load).
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// How the detector computes on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Int8,
 }
 
 impl Default for DetectionConfig {
@@ -303,6 +317,7 @@ impl Default for DetectionConfig {
             device: default_device(),
             size: default_size(),
             workers: default_workers(),
+            precision: Precision::default(),
         }
     }
 }

@@ -203,6 +203,9 @@ fn detection(d: &DetectionConfig, p: &mut Vec<Problem>) {
     if !device_ok {
         p.push(Problem::new(format!("{key}.device"), format!("`{}` is not `cpu` or `cuda:N`", d.device)));
     }
+    if d.precision == crate::config::Precision::Int8 && d.device != "cpu" {
+        p.push(Problem::new(format!("{key}.precision"), "int8 runs on the CPU only (device: cpu)"));
+    }
 }
 
 fn rules(config: &Config, p: &mut Vec<Problem>) {

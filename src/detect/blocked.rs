@@ -25,9 +25,10 @@ fn label(conv: &BlockedConv, h: usize, w: usize) -> String {
     )
 }
 
-fn run(conv: &BlockedConv, input: &[f32], h: usize, w: usize, out: &mut [f32], residual: Option<&[f32]>) {
+pub(super) fn run(conv: &BlockedConv, input: &[f32], h: usize, w: usize, out: &mut [f32], residual: Option<&[f32]>) {
     let flops = conv.flops(h, w);
     time(|| format!("{} [{:.1} MFLOP]", label(conv, h, w), flops / 1e6), || conv.forward(input, h, w, out, residual));
+    super::int8::observe(conv, out);
 }
 
 fn apply(conv: &BlockedConv, x: &Blocked) -> Blocked {
@@ -157,7 +158,38 @@ fn join(a: &Blocked, b: &Blocked) -> Blocked {
     time(|| "nchwc join".into(), || Blocked::joined(&[a, b]))
 }
 
+impl C2fB {
+    fn convs(&self) -> impl Iterator<Item = &BlockedConv> {
+        std::iter::once(&self.cv1)
+            .chain(self.bottlenecks.iter().flat_map(|b| [&b.cv1, &b.cv2]))
+            .chain(std::iter::once(&self.cv2))
+    }
+}
+
 impl BlockedNet {
+    /// Every convolution, in the order of the graph (calibrations index by it).
+    pub fn convs(&self) -> Vec<&BlockedConv> {
+        let mut all: Vec<&BlockedConv> = self.stem.iter().collect();
+        all.extend(self.b2.0.convs());
+        all.push(&self.b2.1);
+        all.extend(self.b2.2.convs());
+        all.push(&self.b3.0);
+        all.extend(self.b3.1.convs());
+        all.push(&self.b4.0);
+        all.extend(self.b4.1.convs());
+        all.extend([&self.sppf.cv1, &self.sppf.cv2]);
+        all.extend(self.n1.convs());
+        all.extend(self.n2.convs());
+        all.push(&self.n3);
+        all.extend(self.n4.convs());
+        all.push(&self.n5);
+        all.extend(self.n6.convs());
+        for branch in self.boxes.iter().chain(&self.scores) {
+            all.extend([&branch.c1, &branch.c2, &branch.out]);
+        }
+        all
+    }
+
     /// One image, NCHW `[3, h, w]` in `[0, 1]`, to the head's raw outputs
     /// per scale, blocked: the box distributions in blocks 0–3, then the
     /// class logits.
@@ -174,6 +206,7 @@ impl BlockedNet {
             || format!("{} from NCHW [{:.1} MFLOP]", label(stem, h, w), flops / 1e6),
             || stem.forward_nchw(image, h, w, &mut x.data),
         );
+        super::int8::observe(stem, &x.data);
         let x = apply(&self.stem[1], &x);
         let p3 = self.b2.2.forward(&apply(&self.b2.1, &self.b2.0.forward(&x)));
         let p4 = self.b3.1.forward(&apply(&self.b3.0, &p3));

@@ -102,6 +102,35 @@ impl Detector {
         Ok(self.model.forward(input)?)
     }
 
+    /// The ranges the network's activations take on `frames`, fed as this
+    /// detector feeds them: the calibration of [`Self::in_int8`].
+    pub fn calibrate(&self, frames: &[RgbImage]) -> Result<super::int8::Ranges, DetectError> {
+        let inputs = frames
+            .iter()
+            .map(|f| to_input(f, self.options.size, self.options.mode, &self.device).map(|(input, _)| input))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.model.calibrate(&inputs)?.ok_or_else(|| {
+            DetectError::Quantize("runs on the CPU's blocked path only (processing.detection.device: cpu)".into())
+        })
+    }
+
+    /// Whether the network runs in int8.
+    pub fn is_int8(&self) -> bool {
+        self.model.is_int8()
+    }
+
+    /// The same detector running in int8, its activations quantized by `ranges`.
+    pub fn in_int8(&self, ranges: &super::int8::Ranges) -> Result<Self, DetectError> {
+        let model = self
+            .model
+            .in_int8(ranges)
+            .ok_or_else(|| {
+                DetectError::Quantize("runs on the CPU's blocked path only (processing.detection.device: cpu)".into())
+            })?
+            .map_err(|e| DetectError::Quantize(e.to_string()))?;
+        Ok(Self { model: Arc::new(model), ..self.clone() })
+    }
+
     /// Detects objects in one RGB image.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>, DetectError> {
         let (input, lb) = to_input(img, self.options.size, self.options.mode, &self.device)?;

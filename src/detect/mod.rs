@@ -7,6 +7,7 @@
 
 mod blocked;
 pub mod detector;
+pub mod int8;
 pub use smart_cctv_fastconv as fastconv;
 pub mod model;
 pub mod postprocess;
@@ -31,4 +32,6 @@ pub enum DetectError {
     Image { path: String, reason: String },
     #[error("inference failed: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("int8: {0}")]
+    Quantize(String),
 }

@@ -505,11 +505,17 @@ pub struct YoloV8 {
     head: Head,
     /// The same network on the blocked layout (the CPU's fast path).
     blocked: Option<std::sync::Arc<super::blocked::BlockedNet>>,
+    /// The blocked network in int8, when asked for and calibrated.
+    int8: Option<std::sync::Arc<super::int8::QuantNet>>,
 }
 
 impl std::fmt::Debug for YoloV8 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("YoloV8").field("classes", &self.head.classes).field("blocked", &self.blocked.is_some()).finish()
+        f.debug_struct("YoloV8")
+            .field("classes", &self.head.classes)
+            .field("blocked", &self.blocked.is_some())
+            .field("int8", &self.int8.is_some())
+            .finish()
     }
 }
 
@@ -528,11 +534,45 @@ impl YoloV8 {
             neck: Neck::load(vb.pp("fpn"), m)?,
             head: Head::load(vb.pp("head"), m, classes)?,
             blocked: None,
+            int8: None,
         };
         if matches!(vb.device(), candle_core::Device::Cpu) {
             model.blocked = model.to_blocked().map(std::sync::Arc::new);
         }
         Ok(model)
+    }
+
+    /// The ranges of the blocked network's activations over `frames`
+    /// (prepared inputs `[1, 3, h, w]`); `None` without a blocked network
+    /// (not on the CPU).
+    pub fn calibrate(&self, frames: &[Tensor]) -> Result<Option<super::int8::Ranges>> {
+        let Some(net) = &self.blocked else { return Ok(None) };
+        let frames = frames
+            .iter()
+            .map(|f| {
+                let (_, _, h, w) = f.dims4()?;
+                Ok((f.flatten_all()?.to_vec1::<f32>()?, h, w))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut ranges = super::int8::calibrate(net, frames.iter().map(|(v, h, w)| (&v[..], *h, *w)));
+        ranges.size = frames.iter().map(|(_, h, w)| *h.max(w)).max().unwrap_or(0);
+        Ok(Some(ranges))
+    }
+
+    pub fn is_int8(&self) -> bool {
+        self.int8.is_some()
+    }
+
+    /// The same model running in int8 by `ranges`; `None` without a blocked network.
+    pub fn in_int8(
+        &self,
+        ranges: &super::int8::Ranges,
+    ) -> Option<std::result::Result<Self, super::int8::QuantizeError>> {
+        let net = self.blocked.as_ref()?;
+        Some(
+            super::int8::QuantNet::build(net, ranges)
+                .map(|q| Self { int8: Some(std::sync::Arc::new(q)), ..self.clone() }),
+        )
     }
 
     fn to_blocked(&self) -> Option<super::blocked::BlockedNet> {
@@ -592,7 +632,10 @@ impl YoloV8 {
         let total: usize = STRIDES.iter().map(|s| (h / s) * (w / s)).sum();
         let mut out = vec![0f32; b * rows * total];
         for (image, dst) in input.chunks_exact(3 * h * w).zip(out.chunks_exact_mut(rows * total)) {
-            let scales = net.forward(image, h, w);
+            let scales = match &self.int8 {
+                Some(int8) => int8.forward(image, h, w),
+                None => net.forward(image, h, w),
+            };
             super::profile::time(
                 || "head decode (DFL, boxes, sigmoid)".into(),
                 || {

@@ -4,7 +4,7 @@
 //! detector "down" on `/healthz` with the reason; it does not bring the
 //! service down, and it recovers by itself once the weights appear.
 
-use crate::config::DetectionConfig;
+use crate::config::{DetectionConfig, Precision};
 use crate::detect::weights::ModelStore;
 use crate::detect::{DecodeOptions, Detector, DetectorOptions, device_from_config};
 use crate::health::HealthBoard;
@@ -77,12 +77,18 @@ impl Actor for DetectorLoader {
                 decode: DecodeOptions { confidence: config.confidence_threshold as f32, ..DecodeOptions::default() },
                 ..DetectorOptions::default()
             };
-            Detector::load(&weights, &device, options).map(|d| (d, weights))
+            let detector = Detector::load(&weights, &device, options)?;
+            let detector = match config.precision {
+                Precision::F32 => detector,
+                Precision::Int8 => in_int8(detector, &weights)?,
+            };
+            Ok::<_, crate::detect::DetectError>((detector, weights))
         })
         .await?;
         match loaded {
             Ok((detector, weights)) => {
-                tracing::info!(model = %state.args.config.model, weights = %weights.display(), variant = %detector.variant, size, "detector ready");
+                let precision = if detector.is_int8() { "int8" } else { "f32" };
+                tracing::info!(model = %state.args.config.model, weights = %weights.display(), variant = %detector.variant, size, precision, "detector ready");
                 state.args.board.set_component("detector", true, "ready", None);
                 state.args.publish.send_replace(Some(std::sync::Arc::new(detector)));
                 state.attempt = 0;
@@ -102,4 +108,25 @@ impl Actor for DetectorLoader {
         state.args.board.remove_component("detector");
         Ok(())
     }
+}
+
+/// `precision: int8`: the detector in int8 where the CPU has VNNI (else in
+/// f32, said once: int8 without it is slower than f32, not faster).
+fn in_int8(detector: Detector, weights: &std::path::Path) -> Result<Detector, crate::detect::DetectError> {
+    use crate::detect::int8::{Calibrated, DEMO_CLIP, int8_detector};
+    if !crate::detect::fastconv::nchwc::int8::vnni() {
+        tracing::warn!("precision int8 needs a CPU with AVX-512 VNNI; this one has none, so the detector runs in f32");
+        return Ok(detector);
+    }
+    let (int8, how) = int8_detector(&detector, weights, std::path::Path::new(DEMO_CLIP))?;
+    match how {
+        Calibrated::Read(path) => tracing::info!(calibration = %path.display(), "int8 calibration read"),
+        Calibrated::Taken { clip, frames, saved: Ok(path) } => {
+            tracing::info!(clip = %clip.display(), frames, saved = %path.display(), "int8 calibrated")
+        }
+        Calibrated::Taken { clip, frames, saved: Err(e) } => {
+            tracing::warn!(clip = %clip.display(), frames, "int8 calibrated, but not saved ({e}): it will be taken again at the next load")
+        }
+    }
+    Ok(int8)
 }

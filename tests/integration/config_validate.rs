@@ -82,6 +82,16 @@ fn broken_configs_name_the_key_path() {
         ),
         ("unknown device", cam("processing:\n  detection:\n    device: gpu\n"), "processing.detection.device"),
         (
+            "unknown precision",
+            cam("processing:\n  detection:\n    precision: int4\n"),
+            "processing.detection.precision",
+        ),
+        (
+            "int8 on a GPU",
+            cam("processing:\n  detection:\n    device: cuda:0\n    precision: int8\n"),
+            "processing.detection.precision",
+        ),
+        (
             "rule naming a missing camera",
             cam("alert_rules:\n  - name: r\n    cameras: [front, garage]\n"),
             "alert_rules[0].cameras[1]",

@@ -17,6 +17,7 @@
 
 use rayon::prelude::*;
 
+pub mod int8;
 mod winograd;
 
 /// Channels per block.
@@ -44,6 +45,8 @@ const POOL_BYTES: usize = 256 << 20;
 #[derive(Default)]
 pub struct Pool {
     by_len: std::collections::HashMap<usize, Vec<Vec<f32>>>,
+    /// The int8 path's activations, by length.
+    bytes_by_len: std::collections::HashMap<usize, Vec<Vec<u8>>>,
     bytes: usize,
 }
 
@@ -1186,28 +1189,45 @@ fn wide(f: impl FnOnce()) {
     f()
 }
 
-#[inline(always)]
-fn max_lanes(into: &mut [f32], from: &[f32]) {
-    for (a, b) in into.iter_mut().zip(from) {
-        *a = a.max(*b);
-    }
-}
-
 /// `out = max over a k × k window` (stride 1, edges ignored), per block:
 /// the maximum along rows, then along columns of that.
 pub fn max_pool(input: &[f32], blocks: usize, h: usize, w: usize, k: usize, out: &mut [f32]) {
+    max_pool_of(input, blocks, h, w, k, out, f32::max);
+}
+
+/// The same on the int8 path's bytes (the maximum keeps their meaning).
+pub fn max_pool_bytes(input: &[u8], blocks: usize, h: usize, w: usize, k: usize, out: &mut [u8]) {
+    max_pool_of(input, blocks, h, w, k, out, u8::max);
+}
+
+#[inline(always)]
+fn max_lanes<T: Copy>(into: &mut [T], from: &[T], max: fn(T, T) -> T) {
+    for (a, b) in into.iter_mut().zip(from) {
+        *a = max(*a, *b);
+    }
+}
+
+fn max_pool_of<T: Copy + Default + Send + Sync>(
+    input: &[T],
+    blocks: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    out: &mut [T],
+    max: fn(T, T) -> T,
+) {
     let pad = k / 2;
     let plane = h * w * B;
     out.par_chunks_mut(plane).zip(input.par_chunks(plane)).take(blocks).for_each(|(dst, src)| {
         wide(|| {
-            let mut rows = buffer_for_overwrite(plane);
+            let mut rows = vec![T::default(); plane];
             for y in 0..h {
                 for x in 0..w {
                     let at = (y * w + x) * B;
                     rows[at..at + B].copy_from_slice(&src[at..at + B]);
                     for xx in x.saturating_sub(pad)..(x + pad + 1).min(w) {
                         let from = (y * w + xx) * B;
-                        max_lanes(&mut rows[at..at + B], &src[from..from + B]);
+                        max_lanes(&mut rows[at..at + B], &src[from..from + B], max);
                     }
                 }
             }
@@ -1217,17 +1237,25 @@ pub fn max_pool(input: &[f32], blocks: usize, h: usize, w: usize, k: usize, out:
                     dst[at..at + B].copy_from_slice(&rows[at..at + B]);
                     for yy in y.saturating_sub(pad)..(y + pad + 1).min(h) {
                         let from = (yy * w + x) * B;
-                        max_lanes(&mut dst[at..at + B], &rows[from..from + B]);
+                        max_lanes(&mut dst[at..at + B], &rows[from..from + B], max);
                     }
                 }
             }
-            drop(Blocked { blocks: 1, h, w, data: rows });
         })
     });
 }
 
 /// Nearest-neighbour ×2 upsampling, per block.
 pub fn upsample2(input: &[f32], blocks: usize, h: usize, w: usize, out: &mut [f32]) {
+    upsample2_of(input, blocks, h, w, out);
+}
+
+/// The same on the int8 path's bytes.
+pub fn upsample2_bytes(input: &[u8], blocks: usize, h: usize, w: usize, out: &mut [u8]) {
+    upsample2_of(input, blocks, h, w, out);
+}
+
+fn upsample2_of<T: Copy + Send + Sync>(input: &[T], blocks: usize, h: usize, w: usize, out: &mut [T]) {
     let (oh, ow) = (2 * h, 2 * w);
     out.par_chunks_mut(oh * ow * B).zip(input.par_chunks(h * w * B)).take(blocks).for_each(|(dst, src)| {
         wide(|| {
