@@ -387,6 +387,32 @@ fn for_each_task(tasks: usize, run: impl Fn(usize) + Sync + Send) {
     }
 }
 
+/// `body(i, out chunk i, input chunk i)` for the first `count` chunks of
+/// `out` and `input`: on the pool when it has more than one thread and the
+/// work is worth a hand-over, else here. (A pass on a one-thread pool waits
+/// for that thread to wake, tens of microseconds on a VM, more than a small
+/// map's pooling takes.)
+fn for_each_chunk<T: Send, U: Sync>(
+    out: &mut [T],
+    out_chunk: usize,
+    input: &[U],
+    in_chunk: usize,
+    count: usize,
+    body: impl Fn(usize, &mut [T], &[U]) + Sync + Send,
+) {
+    let worth = count > 1 && out_chunk * count >= PARALLEL_VALUES;
+    if rayon::current_num_threads() > 1 && worth {
+        let chunks = out.par_chunks_mut(out_chunk).zip(input.par_chunks(in_chunk)).take(count);
+        chunks.enumerate().for_each(|(i, (o, x))| body(i, o, x));
+    } else {
+        let chunks = out.chunks_mut(out_chunk).zip(input.chunks(in_chunk)).take(count);
+        chunks.enumerate().for_each(|(i, (o, x))| body(i, o, x));
+    }
+}
+
+/// Values from which pooling, upsampling or quantizing is split over threads.
+const PARALLEL_VALUES: usize = 1 << 16;
+
 /// Pixels per task of a pointwise convolution: a multiple of every tile width.
 const SPAN: usize = 168;
 
@@ -1192,33 +1218,45 @@ fn wide(f: impl FnOnce()) {
 /// `out = max over a k × k window` (stride 1, edges ignored), per block:
 /// the maximum along rows, then along columns of that.
 pub fn max_pool(input: &[f32], blocks: usize, h: usize, w: usize, k: usize, out: &mut [f32]) {
-    max_pool_of(input, blocks, h, w, k, out, f32::max);
+    max_pool_of(input, blocks, h, w, k, out);
 }
 
 /// The same on the int8 path's bytes (the maximum keeps their meaning).
 pub fn max_pool_bytes(input: &[u8], blocks: usize, h: usize, w: usize, k: usize, out: &mut [u8]) {
-    max_pool_of(input, blocks, h, w, k, out, u8::max);
+    max_pool_of(input, blocks, h, w, k, out);
 }
 
-#[inline(always)]
-fn max_lanes<T: Copy>(into: &mut [T], from: &[T], max: fn(T, T) -> T) {
-    for (a, b) in into.iter_mut().zip(from) {
-        *a = max(*a, *b);
+/// A value pooling takes the maximum of (statically dispatched, so the lane
+/// loops vectorise).
+trait Lane: Copy + Default + Send + Sync {
+    fn max(self, other: Self) -> Self;
+}
+
+impl Lane for f32 {
+    #[inline(always)]
+    fn max(self, other: Self) -> Self {
+        f32::max(self, other)
     }
 }
 
-fn max_pool_of<T: Copy + Default + Send + Sync>(
-    input: &[T],
-    blocks: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    out: &mut [T],
-    max: fn(T, T) -> T,
-) {
+impl Lane for u8 {
+    #[inline(always)]
+    fn max(self, other: Self) -> Self {
+        Ord::max(self, other)
+    }
+}
+
+#[inline(always)]
+fn max_lanes<T: Lane>(into: &mut [T], from: &[T]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        *a = a.max(*b);
+    }
+}
+
+fn max_pool_of<T: Lane>(input: &[T], blocks: usize, h: usize, w: usize, k: usize, out: &mut [T]) {
     let pad = k / 2;
     let plane = h * w * B;
-    out.par_chunks_mut(plane).zip(input.par_chunks(plane)).take(blocks).for_each(|(dst, src)| {
+    for_each_chunk(out, plane, input, plane, blocks, |_, dst, src| {
         wide(|| {
             let mut rows = vec![T::default(); plane];
             for y in 0..h {
@@ -1227,7 +1265,7 @@ fn max_pool_of<T: Copy + Default + Send + Sync>(
                     rows[at..at + B].copy_from_slice(&src[at..at + B]);
                     for xx in x.saturating_sub(pad)..(x + pad + 1).min(w) {
                         let from = (y * w + xx) * B;
-                        max_lanes(&mut rows[at..at + B], &src[from..from + B], max);
+                        max_lanes(&mut rows[at..at + B], &src[from..from + B]);
                     }
                 }
             }
@@ -1237,7 +1275,7 @@ fn max_pool_of<T: Copy + Default + Send + Sync>(
                     dst[at..at + B].copy_from_slice(&rows[at..at + B]);
                     for yy in y.saturating_sub(pad)..(y + pad + 1).min(h) {
                         let from = (yy * w + x) * B;
-                        max_lanes(&mut dst[at..at + B], &rows[from..from + B], max);
+                        max_lanes(&mut dst[at..at + B], &rows[from..from + B]);
                     }
                 }
             }
@@ -1257,7 +1295,7 @@ pub fn upsample2_bytes(input: &[u8], blocks: usize, h: usize, w: usize, out: &mu
 
 fn upsample2_of<T: Copy + Send + Sync>(input: &[T], blocks: usize, h: usize, w: usize, out: &mut [T]) {
     let (oh, ow) = (2 * h, 2 * w);
-    out.par_chunks_mut(oh * ow * B).zip(input.par_chunks(h * w * B)).take(blocks).for_each(|(dst, src)| {
+    for_each_chunk(out, oh * ow * B, input, h * w * B, blocks, |_, dst, src| {
         wide(|| {
             for y in 0..oh {
                 let line = &src[(y / 2) * w * B..(y / 2 + 1) * w * B];

@@ -36,7 +36,7 @@ impl QParams {
     }
 
     pub fn quantize(&self, v: f32) -> u8 {
-        (v / self.scale + f32::from(self.zero)).round().clamp(0.0, 255.0) as u8
+        (v / self.scale + f32::from(self.zero) + 0.5).clamp(0.0, 255.0) as u8
     }
 
     pub fn value(&self, q: u8) -> f32 {
@@ -90,16 +90,23 @@ impl QBlocked {
         self.h * self.w * B
     }
 
-    /// `x` quantized, block `b` by `params[b]` (the last entry for blocks past the end).
+    /// `x` quantized, block `b` by `params[b]` (the last entry for blocks
+    /// past the end): rows in parallel, each vectorised.
     pub fn quantized(x: &Blocked, params: &[QParams]) -> Self {
         let mut out = Self::for_overwrite(x.blocks * B, x.h, x.w);
-        let plane = x.plane_len();
-        for (b, (dst, src)) in out.data.chunks_mut(plane).zip(x.data.chunks(plane)).enumerate() {
-            let q = params[b.min(params.len() - 1)];
+        let row = (x.w * B).max(1);
+        let rows = x.blocks * x.h;
+        super::for_each_chunk(&mut out.data, row, &x.data, row, rows, |i, dst, src| {
+            let q = params[(i / x.h.max(1)).min(params.len() - 1)];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") && dst.len().is_multiple_of(B) {
+                // SAFETY: the CPU has AVX-512F; whole vectors of 16.
+                return unsafe { avx512::quantize(src, dst, q) };
+            }
             for (d, v) in dst.iter_mut().zip(src) {
                 *d = q.quantize(*v);
             }
-        }
+        });
         out
     }
 
@@ -390,6 +397,23 @@ mod avx512 {
     thread_local! {
         /// Border patches, per thread.
         static PATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// `dst = q.quantize(src)`, 16 at a time (a saturating `as u8` is scalar).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; both lengths are the same multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn quantize(src: &[f32], dst: &mut [u8], q: super::QParams) {
+        let (inv, zero) = (_mm512_set1_ps(1.0 / q.scale), _mm512_set1_ps(f32::from(q.zero)));
+        for (d, v) in dst.chunks_exact_mut(B).zip(src.chunks_exact(B)) {
+            // SAFETY: 16 values in, 16 bytes out.
+            unsafe {
+                let scaled = _mm512_fmadd_ps(_mm512_loadu_ps(v.as_ptr()), inv, zero);
+                let ints = _mm512_max_epi32(_mm512_cvtps_epi32(scaled), _mm512_setzero_si512());
+                _mm_storeu_si128(d.as_mut_ptr().cast(), _mm512_cvtusepi32_epi8(ints));
+            }
+        }
     }
 
     /// The widest tile per count of output blocks (accumulators, weight
