@@ -197,6 +197,18 @@ impl BlockedNet {
         // Activation buffers come from this net's pools, whichever thread
         // runs the pass; declared first, so it is dropped last.
         let _pool = LentPool::lend(&self.pools);
+        self.forward_in_pool(image, h, w)
+    }
+
+    /// A pass whose outputs go back to the pool too: `then` reads them
+    /// (the head's decode) before they are dropped, so that they are reused
+    /// next frame rather than allocated and faulted in afresh.
+    pub fn forward_then<R>(&self, image: &[f32], h: usize, w: usize, then: impl FnOnce(&[Blocked]) -> R) -> R {
+        let _pool = LentPool::lend(&self.pools);
+        then(&self.forward_in_pool(image, h, w))
+    }
+
+    fn forward_in_pool(&self, image: &[f32], h: usize, w: usize) -> Vec<Blocked> {
         // The first layer reads the frame as it is (NCHW, 3 channels).
         let stem = &self.stem[0];
         let (sh, sw) = stem.out_size(h, w);

@@ -389,8 +389,13 @@ fn join(a: &QBlocked, b: &QBlocked) -> QBlocked {
 
 impl QuantNet {
     /// As [`BlockedNet::forward`]: one NCHW image to the head's raw outputs per scale.
-    pub fn forward(&self, image: &[f32], h: usize, w: usize) -> Vec<Blocked> {
+    /// As [`BlockedNet::forward_then`].
+    pub fn forward_then<R>(&self, image: &[f32], h: usize, w: usize, then: impl FnOnce(&[Blocked]) -> R) -> R {
         let _pool = LentPool::lend(&self.pools);
+        then(&self.forward_in_pool(image, h, w))
+    }
+
+    fn forward_in_pool(&self, image: &[f32], h: usize, w: usize) -> Vec<Blocked> {
         let stem = &self.stem0;
         let (sh, sw) = stem.out_size(h, w);
         let mut first = Blocked::for_overwrite(stem.c_out, sh, sw);

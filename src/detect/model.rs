@@ -632,30 +632,32 @@ impl YoloV8 {
         let total: usize = STRIDES.iter().map(|s| (h / s) * (w / s)).sum();
         let mut out = vec![0f32; b * rows * total];
         for (image, dst) in input.chunks_exact(3 * h * w).zip(out.chunks_exact_mut(rows * total)) {
-            let scales = match &self.int8 {
-                Some(int8) => int8.forward(image, h, w),
-                None => net.forward(image, h, w),
+            let decode = |scales: &[super::fastconv::nchwc::Blocked]| {
+                super::profile::time(
+                    || "head decode (DFL, boxes, sigmoid)".into(),
+                    || {
+                        let mut column = 0;
+                        for (raw, stride) in scales.iter().zip(STRIDES) {
+                            super::fastconv::nchwc::decode_head(
+                                &raw.data,
+                                raw.h,
+                                raw.w,
+                                net.classes,
+                                &net.dfl,
+                                stride as f32,
+                                dst,
+                                total,
+                                column,
+                            );
+                            column += raw.h * raw.w;
+                        }
+                    },
+                )
             };
-            super::profile::time(
-                || "head decode (DFL, boxes, sigmoid)".into(),
-                || {
-                    let mut column = 0;
-                    for (raw, stride) in scales.iter().zip(STRIDES) {
-                        super::fastconv::nchwc::decode_head(
-                            &raw.data,
-                            raw.h,
-                            raw.w,
-                            net.classes,
-                            &net.dfl,
-                            stride as f32,
-                            dst,
-                            total,
-                            column,
-                        );
-                        column += raw.h * raw.w;
-                    }
-                },
-            );
+            match &self.int8 {
+                Some(int8) => int8.forward_then(image, h, w, decode),
+                None => net.forward_then(image, h, w, decode),
+            }
         }
         Tensor::from_vec(out, (b, rows, total), xs.device())
     }
