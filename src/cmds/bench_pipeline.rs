@@ -34,6 +34,9 @@ pub struct PipelineBench {
     /// Only this motion-gate setting (default: on, then off)
     #[arg(long)]
     pub motion: Option<bool>,
+    /// The detector's precision, as `processing.detection.precision`
+    #[arg(long, default_value = "f32", value_parser = ["f32", "int8"])]
+    pub precision: String,
 }
 
 /// One run's numbers, per camera where it says so.
@@ -85,10 +88,11 @@ fn run_once(args: &PipelineBench, clip: &Path, weights: &Path, motion: bool) -> 
     let cameras: String =
         (0..args.cameras).map(|i| format!("  - id: cam{i}\n    url: \"file://{}\"\n", clip.display())).collect();
     let config = format!(
-        "cameras:\n{cameras}processing:\n  detection:\n    model: \"{}\"\n    size: {}\n  motion:\n    enabled: {motion}\n\
+        "cameras:\n{cameras}processing:\n  detection:\n    model: \"{}\"\n    size: {}\n    precision: {}\n  motion:\n    enabled: {motion}\n\
          monitoring:\n  log_level: warn\nhttp:\n  listen: \"{listen}\"\n",
         weights.display(),
-        args.size
+        args.size,
+        args.precision
     );
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, config)?;
