@@ -14,7 +14,7 @@ use super::fastconv::nchwc::{B, Blocked, BlockedConv, LentPool, Pool, max_pool, 
 use super::profile::time;
 
 /// A layer's name in the profile: kind, shape and FLOPs, as `bench --layers` prints it.
-fn label(conv: &BlockedConv, h: usize, w: usize) -> String {
+pub(super) fn label(conv: &BlockedConv, h: usize, w: usize) -> String {
     format!(
         "nchwc conv {k}x{k} s{s} {ci:>3}->{co:<3} @{h}x{w}{how}",
         k = conv.k,

@@ -160,6 +160,8 @@ pub enum QuantizeError {
     LayerCount { got: usize, want: usize },
     #[error("the calibration has no frames")]
     NoFrames,
+    #[error("a layer of {c_in} -> {c_out} channels: int8 takes multiples of 16")]
+    Channels { c_in: usize, c_out: usize },
 }
 
 pub(super) struct QuantC2f {
@@ -204,12 +206,11 @@ pub struct QuantNet {
 type Blocks = Vec<QParams>;
 
 /// The build's walk: each convolution's output quantization from its range.
-struct Builder<'a> {
+struct Builder {
     by_conv: HashMap<usize, QParams>,
-    _net: std::marker::PhantomData<&'a BlockedNet>,
 }
 
-impl Builder<'_> {
+impl Builder {
     fn out(&self, conv: &BlockedConv) -> QParams {
         self.by_conv[&(conv as *const BlockedConv as usize)]
     }
@@ -260,12 +261,17 @@ impl QuantNet {
         if ranges.ranges.len() != convs.len() {
             return Err(QuantizeError::LayerCount { got: ranges.ranges.len(), want: convs.len() });
         }
+        // Every layer after the first reads and writes whole blocks (all
+        // YOLOv8 sizes do); a model that does not stays in f32.
+        if let Some(c) = convs.iter().skip(1).find(|c| c.c_in % B != 0 || c.c_out % B != 0) {
+            return Err(QuantizeError::Channels { c_in: c.c_in, c_out: c.c_out });
+        }
         let by_conv = convs
             .iter()
             .zip(&ranges.ranges)
             .map(|(c, (lo, hi))| (*c as *const BlockedConv as usize, QParams::covering(*lo, *hi)))
             .collect();
-        let b = Builder { by_conv, _net: std::marker::PhantomData };
+        let b = Builder { by_conv };
         let stem0_out = b.out(&net.stem[0]);
         let (stem1, x) = b.conv(&net.stem[1], &vec![stem0_out; net.stem[0].c_out / B]);
         let (b2_0, x) = b.c2f(&net.b2.0, &x);
@@ -399,7 +405,10 @@ impl QuantNet {
         let stem = &self.stem0;
         let (sh, sw) = stem.out_size(h, w);
         let mut first = Blocked::for_overwrite(stem.c_out, sh, sw);
-        time(|| "nchwc conv 3x3 s2 from NCHW".into(), || stem.forward_nchw(image, h, w, &mut first.data));
+        time(
+            || format!("{} from NCHW [{:.1} MFLOP]", super::blocked::label(stem, h, w), stem.flops(h, w) / 1e6),
+            || stem.forward_nchw(image, h, w, &mut first.data),
+        );
         let x = time(|| "int8 quantize the first layer".into(), || QBlocked::quantized(&first, &[self.stem0_out]));
         drop(first);
         let x = apply(&self.stem1, &x);

@@ -80,7 +80,7 @@ impl Actor for DetectorLoader {
             let detector = Detector::load(&weights, &device, options)?;
             let detector = match config.precision {
                 Precision::F32 => detector,
-                Precision::Int8 => in_int8(detector, &weights)?,
+                Precision::Int8 => in_int8(detector, &weights),
             };
             Ok::<_, crate::detect::DetectError>((detector, weights))
         })
@@ -110,15 +110,24 @@ impl Actor for DetectorLoader {
     }
 }
 
-/// `precision: int8`: the detector in int8 where the CPU has VNNI (else in
-/// f32, said once: int8 without it is slower than f32, not faster).
-fn in_int8(detector: Detector, weights: &std::path::Path) -> Result<Detector, crate::detect::DetectError> {
+/// `precision: int8`: the detector in int8 where the CPU has VNNI and a
+/// calibration can be had; else in f32, with the reason in the log. int8 is
+/// a speed option: without it the detector is slower, not down.
+fn in_int8(detector: Detector, weights: &std::path::Path) -> Detector {
     use crate::detect::int8::{Calibrated, DEMO_CLIP, int8_detector};
     if !crate::detect::fastconv::nchwc::int8::vnni() {
         tracing::warn!("precision int8 needs a CPU with AVX-512 VNNI; this one has none, so the detector runs in f32");
-        return Ok(detector);
+        return detector;
     }
-    let (int8, how) = int8_detector(&detector, weights, std::path::Path::new(DEMO_CLIP))?;
+    let (int8, how) = match int8_detector(&detector, weights, std::path::Path::new(DEMO_CLIP)) {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(
+                "precision int8 unavailable, the detector runs in f32: {e}; calibrate with `smart-cctv model quantize --clip CLIP`"
+            );
+            return detector;
+        }
+    };
     match how {
         Calibrated::Read(path) => tracing::info!(calibration = %path.display(), "int8 calibration read"),
         Calibrated::Taken { clip, frames, saved: Ok(path) } => {
@@ -128,5 +137,5 @@ fn in_int8(detector: Detector, weights: &std::path::Path) -> Result<Detector, cr
             tracing::warn!(clip = %clip.display(), frames, "int8 calibrated, but not saved ({e}): it will be taken again at the next load")
         }
     }
-    Ok(int8)
+    int8
 }

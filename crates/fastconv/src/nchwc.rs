@@ -237,13 +237,12 @@ impl BlockedConv {
     }
 
     pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
-        ((h + 2 * self.pad - self.k) / self.stride + 1, (w + 2 * self.pad - self.k) / self.stride + 1)
+        out_size(self.k, self.stride, self.pad, h, w)
     }
 
     /// FLOPs of one call on an `h × w` input (2 per multiply-add, real channels).
     pub fn flops(&self, h: usize, w: usize) -> f64 {
-        let (oh, ow) = self.out_size(h, w);
-        2.0 * (oh * ow * self.c_out * self.c_in * self.k * self.k) as f64
+        flops(self.out_size(h, w), self.c_in, self.c_out, self.k)
     }
 
     /// Writes the output's blocks into `out` (`c_out / 16` planes of
@@ -294,16 +293,7 @@ impl BlockedConv {
         let per_group = if kernel == Kernel::Avx512 && ib >= DEEP_INPUT_BLOCKS { DEEP_GROUP } else { 4 };
         let groups = ob.div_ceil(per_group);
         let out_ptr = SendPtr(out.as_mut_ptr());
-        // Rows per task: enough pixels that a task outweighs its scheduling
-        // on small maps (a 10-pixel row is a few microseconds of work).
-        let mut band = (MIN_TASK_PIXELS / ow.max(1)).clamp(1, oh.max(1));
-        // A few tasks that do not share out evenly leave a thread idle at
-        // the end of the layer (a 20×20 map in bands of 3 rows is 7 tasks
-        // for 2 threads): narrower bands until they do.
-        let threads = rayon::current_num_threads();
-        while band > 1 && groups * oh.div_ceil(band) < 4 * threads && groups * oh.div_ceil(band) % threads != 0 {
-            band -= 1;
-        }
+        let band = band_rows(groups, oh, ow);
         let bands = oh.div_ceil(band);
         let run = |task: usize| {
             let (group, first_row) = (task / bands, task % bands * band);
@@ -405,6 +395,33 @@ fn for_each_task(tasks: usize, run: impl Fn(usize) + Sync + Send) {
         }
         work();
     });
+}
+
+/// Output rows per task, for `groups` groups of output blocks over an
+/// `oh × ow` output.
+fn band_rows(groups: usize, oh: usize, ow: usize) -> usize {
+    // Enough pixels that a task outweighs its scheduling on small maps (a
+    // 10-pixel row is a few microseconds of work).
+    let mut band = (MIN_TASK_PIXELS / ow.max(1)).clamp(1, oh.max(1));
+    // A few tasks that do not share out evenly leave a thread idle at the
+    // end of the layer (a 20×20 map in bands of 3 rows is 7 tasks for 2
+    // threads): narrower bands until they do.
+    let threads = rayon::current_num_threads();
+    while band > 1 && groups * oh.div_ceil(band) < 4 * threads && !(groups * oh.div_ceil(band)).is_multiple_of(threads)
+    {
+        band -= 1;
+    }
+    band
+}
+
+/// A convolution's output size on an `h × w` input.
+fn out_size(k: usize, stride: usize, pad: usize, h: usize, w: usize) -> (usize, usize) {
+    ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1)
+}
+
+/// FLOPs of a convolution with output `(oh, ow)`: 2 per multiply-add.
+fn flops((oh, ow): (usize, usize), c_in: usize, c_out: usize, k: usize) -> f64 {
+    2.0 * (oh * ow * c_out * c_in * k * k) as f64
 }
 
 /// Runs `pass` (a whole forward pass) on the thread pool when it has more

@@ -214,13 +214,12 @@ impl QuantConv {
     }
 
     pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
-        ((h + 2 * self.pad - self.k) / self.stride + 1, (w + 2 * self.pad - self.k) / self.stride + 1)
+        super::out_size(self.k, self.stride, self.pad, h, w)
     }
 
     /// Multiply-adds of one call on an `h × w` input, times 2.
     pub fn flops(&self, h: usize, w: usize) -> f64 {
-        let (oh, ow) = self.out_size(h, w);
-        2.0 * (oh * ow * self.c_out * self.c_in * self.k * self.k) as f64
+        super::flops(self.out_size(h, w), self.c_in, self.c_out, self.k)
     }
 
     /// Writes the quantized output's blocks into `out` (which may be a slice
@@ -253,16 +252,7 @@ impl QuantConv {
         // A pointwise layer's plane is one run of pixels: cut into spans.
         let flat = self.k == 1 && self.stride == 1;
         let (rows_h, rows_w) = if flat { (1, h * w) } else { (oh, ow) };
-        let (band, span) = if flat {
-            (1, super::SPAN)
-        } else {
-            let mut band = (super::MIN_TASK_PIXELS / ow.max(1)).clamp(1, oh.max(1));
-            let threads = rayon::current_num_threads();
-            while band > 1 && groups * oh.div_ceil(band) < 4 * threads && groups * oh.div_ceil(band) % threads != 0 {
-                band -= 1;
-            }
-            (band, ow)
-        };
+        let (band, span) = if flat { (1, super::SPAN) } else { (super::band_rows(groups, oh, ow), ow) };
         let (bands, spans) = (rows_h.div_ceil(band), rows_w.div_ceil(span));
         let run = |task: usize| {
             let group = task / (bands * spans);
