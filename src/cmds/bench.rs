@@ -90,7 +90,7 @@ pub fn run(cli: &Cli, command: &BenchCommand) -> anyhow::Result<i32> {
     let options = DetectorOptions { size: args.size, mode: LetterboxMode::Square, ..DetectorOptions::default() };
     let mut detector = Detector::load(&weights, &candle_core::Device::Cpu, options)?;
     if args.precision == "int8" {
-        let ranges = crate::detect::int8::calibrate_on_clip(&detector, std::path::Path::new(DEMO_CLIP))?;
+        let ranges = crate::detect::int8::calibrate_on_clip(&detector, &weights, std::path::Path::new(DEMO_CLIP))?;
         detector = detector.in_int8(&ranges)?;
     }
     let image = match &args.image {

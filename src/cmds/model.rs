@@ -41,7 +41,7 @@ pub fn run(cli: &Cli, command: &ModelCommand) -> anyhow::Result<i32> {
     let options = DetectorOptions { size: args.size.unwrap_or(detection.size), ..DetectorOptions::default() };
     let detector = Detector::load(&weights, &candle_core::Device::Cpu, options)?;
     let clip = args.clip.clone().unwrap_or_else(|| PathBuf::from(DEMO_CLIP));
-    let ranges = calibrate_on_clip(&detector, &clip)?;
+    let ranges = calibrate_on_clip(&detector, &weights, &clip)?;
     // The network builds from it: a calibration the service would refuse is not written.
     detector.in_int8(&ranges)?;
     let out = args.out.clone().unwrap_or_else(|| calibration_path(&weights));

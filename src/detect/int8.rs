@@ -30,6 +30,10 @@ pub struct Ranges {
     /// The clip the frames came from, as given.
     #[serde(default)]
     pub clip: String,
+    /// The weights calibrated (hex sha256): a calibration of other weights,
+    /// even of the same shape, does not fit them.
+    #[serde(default)]
+    pub weights_sha256: String,
     /// The network input's longer side they were taken at.
     pub size: usize,
     /// Frames the ranges were taken on.
@@ -100,24 +104,37 @@ pub const CALIBRATION_FRAMES: usize = 32;
 pub fn int8_detector(detector: &Detector, weights: &Path, clip: &Path) -> Result<(Detector, Calibrated), DetectError> {
     let path = calibration_path(weights);
     if path.is_file() {
-        match Ranges::read(&path).and_then(|r| detector.in_int8(&r)) {
+        let fitting = Ranges::read(&path).and_then(|r| {
+            if r.weights_sha256 != weights_sha256(weights)? {
+                return Err(DetectError::Quantize(format!("calibration {}: of other weights", path.display())));
+            }
+            detector.in_int8(&r)
+        });
+        match fitting {
             Ok(d) => return Ok((d, Calibrated::Read(path))),
             Err(e) => tracing::warn!("{e}; calibrating again on {}", clip.display()),
         }
     }
-    let ranges = calibrate_on_clip(detector, clip)?;
+    let ranges = calibrate_on_clip(detector, weights, clip)?;
     let int8 = detector.in_int8(&ranges)?;
     let saved = ranges.write(&path).map(|()| path).map_err(|e| e.to_string());
     Ok((int8, Calibrated::Taken { clip: clip.to_owned(), frames: ranges.frames, saved }))
 }
 
-/// The ranges of `detector`'s activations on [`CALIBRATION_FRAMES`] frames spread over `clip`.
-pub fn calibrate_on_clip(detector: &Detector, clip: &Path) -> Result<Ranges, DetectError> {
+/// The ranges of `detector`'s activations (loaded from `weights`) on
+/// [`CALIBRATION_FRAMES`] frames spread over `clip`.
+pub fn calibrate_on_clip(detector: &Detector, weights: &Path, clip: &Path) -> Result<Ranges, DetectError> {
     let frames = crate::camera::decode::clip_frames(clip, 0, CALIBRATION_FRAMES, detector.options.size as u32)
         .map_err(|e| DetectError::Quantize(e.to_string()))?;
     let mut ranges = detector.calibrate(&frames)?;
     ranges.clip = clip.display().to_string();
+    ranges.weights_sha256 = weights_sha256(weights)?;
     Ok(ranges)
+}
+
+fn weights_sha256(weights: &Path) -> Result<String, DetectError> {
+    super::weights::sha256_file(weights)
+        .map_err(|e| DetectError::Weights { path: weights.display().to_string(), reason: e.to_string() })
 }
 
 thread_local! {
@@ -150,7 +167,7 @@ pub(super) fn calibrate<'a>(net: &BlockedNet, frames: impl IntoIterator<Item = (
         .iter()
         .map(|c| seen.get(&(*c as *const BlockedConv as usize)).copied().unwrap_or((0.0, 0.0)))
         .collect();
-    Ranges { clip: String::new(), size: 0, frames: count, ranges }
+    Ranges { clip: String::new(), weights_sha256: String::new(), size: 0, frames: count, ranges }
 }
 
 /// Why a calibration does not fit a network.

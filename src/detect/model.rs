@@ -654,11 +654,10 @@ impl YoloV8 {
                     },
                 )
             };
-            let pass = || match &self.int8 {
+            match &self.int8 {
                 Some(int8) => int8.forward_then(image, h, w, decode),
                 None => net.forward_then(image, h, w, decode),
-            };
-            super::fastconv::nchwc::in_pool(pass);
+            }
         }
         Tensor::from_vec(out, (b, rows, total), xs.device())
     }

@@ -247,11 +247,18 @@ fn model_quantize_writes_the_calibration_the_service_reads() {
     // 57 convolutions with batch norm and SiLU, and the head's 6 last ones.
     assert_eq!((ranges.ranges.len(), ranges.frames, ranges.size), (63, 32, 320));
     assert!(ranges.ranges.iter().all(|(lo, hi)| lo < hi), "{:?}", ranges.ranges);
+    assert_eq!(ranges.weights_sha256, smart_cctv::detect::weights::sha256_file(&weights).unwrap());
 
     let detector = Detector::load(&weights, &candle_core::Device::Cpu, DetectorOptions::default()).unwrap();
     let (int8, how) = int8_detector(&detector, &weights, &walking).unwrap();
     assert_eq!(how, Calibrated::Read(path.clone()));
     assert!(int8.is_int8() && !detector.is_int8());
+    // Another model's calibration, even of the same shape, is taken again.
+    let other = Ranges { weights_sha256: "0".repeat(64), ..ranges.clone() };
+    other.write(&path).unwrap();
+    let (_, how) = int8_detector(&detector, &weights, &walking).unwrap();
+    assert!(matches!(&how, Calibrated::Taken { saved: Ok(p), .. } if *p == path), "{how:?}");
+    assert_eq!(Ranges::read(&path).unwrap().weights_sha256, ranges.weights_sha256);
     // Damaged: a clear error naming the file; the loader takes a new one.
     std::fs::write(&path, "{\"size\": 320, \"frames\": 3, \"ranges\": [[1, NaN]]}").unwrap();
     let err = Ranges::read(&path).unwrap_err().to_string();

@@ -424,21 +424,6 @@ fn flops((oh, ow): (usize, usize), c_in: usize, c_out: usize, k: usize) -> f64 {
     2.0 * (oh * ow * c_out * c_in * k * k) as f64
 }
 
-/// Runs `pass` (a whole forward pass) on the thread pool when it has more
-/// than one thread. Why: each layer's parallel loop called from outside the
-/// pool is handed to a pool thread while the caller sleeps, then handed
-/// back: two wake-ups a layer, about 500 context switches a frame at 320 on
-/// two vCPUs. From inside the pool, the thread running the pass starts each
-/// layer's tasks at once, and takes back any helper job no other thread
-/// has picked up instead of waiting for one to wake.
-pub fn in_pool<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
-        rayon::scope(|_| pass())
-    } else {
-        pass()
-    }
-}
-
 /// `body(i, out chunk i, input chunk i)` for the first `count` chunks of
 /// `out` and `input`: on the pool when it has more than one thread and the
 /// work is worth a hand-over, else here. (A pass on a one-thread pool waits
