@@ -77,15 +77,49 @@ impl Drop for LentPool<'_> {
     }
 }
 
+/// An element of pooled buffers: f32 activations, or the int8 path's bytes.
+trait Pooled: Sized {
+    /// This element's buffers in `pool`, by length.
+    fn shelf(pool: &mut Pool) -> &mut std::collections::HashMap<usize, Vec<Vec<Self>>>;
+}
+
+impl Pooled for f32 {
+    fn shelf(pool: &mut Pool) -> &mut std::collections::HashMap<usize, Vec<Vec<Self>>> {
+        &mut pool.by_len
+    }
+}
+
+impl Pooled for u8 {
+    fn shelf(pool: &mut Pool) -> &mut std::collections::HashMap<usize, Vec<Vec<Self>>> {
+        &mut pool.bytes_by_len
+    }
+}
+
 /// A buffer of exactly `len` values with stale contents, when this thread's
 /// pool has one.
-fn pooled(len: usize) -> Option<Vec<f32>> {
+fn pooled<T: Pooled>(len: usize) -> Option<Vec<T>> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let v = pool.by_len.get_mut(&len)?.pop()?;
-        pool.bytes -= v.capacity() * 4;
+        let v = T::shelf(&mut pool).get_mut(&len)?.pop()?;
+        pool.bytes -= v.capacity() * std::mem::size_of::<T>();
         Some(v)
     })
+}
+
+/// Keeps `data` in this thread's pool for the next buffer of its length,
+/// while the pool is under its cap.
+fn give_back<T: Pooled>(data: Vec<T>) {
+    if data.is_empty() {
+        return;
+    }
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let bytes = data.capacity() * std::mem::size_of::<T>();
+        if pool.bytes + bytes <= POOL_BYTES {
+            pool.bytes += bytes;
+            T::shelf(&mut pool).entry(data.len()).or_default().push(data);
+        }
+    });
 }
 
 /// A buffer of `len` values whose contents are stale (every one will be
@@ -107,18 +141,7 @@ fn buffer(len: usize) -> Vec<f32> {
 
 impl Drop for Blocked {
     fn drop(&mut self) {
-        let data = std::mem::take(&mut self.data);
-        if data.is_empty() {
-            return;
-        }
-        POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            let bytes = data.capacity() * 4;
-            if pool.bytes + bytes <= POOL_BYTES {
-                pool.bytes += bytes;
-                pool.by_len.entry(data.len()).or_default().push(data);
-            }
-        });
+        give_back(std::mem::take(&mut self.data));
     }
 }
 

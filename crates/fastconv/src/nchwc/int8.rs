@@ -16,7 +16,7 @@
 //! zero point (border tiles run on a patch padded with it), so the fold is
 //! exact everywhere.
 
-use super::{B, Blocked, BlockedConv, POOL, POOL_BYTES, block_group, for_each_task};
+use super::{B, Blocked, BlockedConv, block_group, for_each_task};
 
 /// How one tensor's bytes map to values: `value = scale · (q − zero)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,18 +56,7 @@ pub struct QBlocked {
 
 impl Drop for QBlocked {
     fn drop(&mut self) {
-        let data = std::mem::take(&mut self.data);
-        if data.is_empty() {
-            return;
-        }
-        POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            let bytes = data.capacity();
-            if pool.bytes + bytes <= POOL_BYTES {
-                pool.bytes += bytes;
-                pool.bytes_by_len.entry(data.len()).or_default().push(data);
-            }
-        });
+        super::give_back(std::mem::take(&mut self.data));
     }
 }
 
@@ -77,13 +66,7 @@ impl QBlocked {
     pub fn for_overwrite(channels: usize, h: usize, w: usize) -> Self {
         let blocks = channels.div_ceil(B);
         let len = blocks * h * w * B;
-        let pooled = POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            let v = pool.bytes_by_len.get_mut(&len)?.pop()?;
-            pool.bytes -= v.capacity();
-            Some(v)
-        });
-        Self { blocks, h, w, data: pooled.unwrap_or_else(|| vec![0; len]) }
+        Self { blocks, h, w, data: super::pooled(len).unwrap_or_else(|| vec![0; len]) }
     }
 
     pub fn plane_len(&self) -> usize {
