@@ -56,7 +56,7 @@ pub fn run(cli: &Cli, args: &PipelineBench) -> anyhow::Result<i32> {
     let config = crate::config::load(cli.config_path().as_deref())?.config;
     let store = crate::detect::weights::ModelStore::open(&crate::detect::weights::ModelStore::default_dir())?;
     let weights = store.resolve(args.model.as_deref().unwrap_or(&config.processing.detection.model))?;
-    let clip = args.clip.clone().unwrap_or_else(|| PathBuf::from("config/demo/people_walking.mp4"));
+    let clip = args.clip.clone().unwrap_or_else(|| PathBuf::from(crate::detect::int8::DEMO_CLIP));
     let clip = std::fs::canonicalize(&clip).with_context(|| format!("{}: pass --clip", clip.display()))?;
     let weights = std::fs::canonicalize(&weights)?;
     let modes: Vec<bool> = args.motion.map_or_else(|| vec![true, false], |m| vec![m]);

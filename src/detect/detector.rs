@@ -28,6 +28,11 @@ impl Default for DetectorOptions {
     }
 }
 
+/// int8 asked of a detector off the CPU's blocked path.
+fn not_on_the_cpu() -> DetectError {
+    DetectError::Quantize("runs on the CPU's blocked path only (processing.detection.device: cpu)".into())
+}
+
 /// A loaded model. Cheap to clone: clones share the weights.
 #[derive(Clone)]
 pub struct Detector {
@@ -109,9 +114,7 @@ impl Detector {
             .iter()
             .map(|f| to_input(f, self.options.size, self.options.mode, &self.device).map(|(input, _)| input))
             .collect::<Result<Vec<_>, _>>()?;
-        self.model.calibrate(&inputs)?.ok_or_else(|| {
-            DetectError::Quantize("runs on the CPU's blocked path only (processing.detection.device: cpu)".into())
-        })
+        self.model.calibrate(&inputs)?.ok_or_else(not_on_the_cpu)
     }
 
     /// Whether the network runs in int8.
@@ -121,13 +124,8 @@ impl Detector {
 
     /// The same detector running in int8, its activations quantized by `ranges`.
     pub fn in_int8(&self, ranges: &super::int8::Ranges) -> Result<Self, DetectError> {
-        let model = self
-            .model
-            .in_int8(ranges)
-            .ok_or_else(|| {
-                DetectError::Quantize("runs on the CPU's blocked path only (processing.detection.device: cpu)".into())
-            })?
-            .map_err(|e| DetectError::Quantize(e.to_string()))?;
+        let model =
+            self.model.in_int8(ranges).ok_or_else(not_on_the_cpu)?.map_err(|e| DetectError::Quantize(e.to_string()))?;
         Ok(Self { model: Arc::new(model), ..self.clone() })
     }
 
